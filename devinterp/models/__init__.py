@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
-from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
+from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
 
 AutoConfig.register(AttnOnlyConfig.model_type, AttnOnlyConfig, exist_ok=True)
 AutoModelForCausalLM.register(AttnOnlyConfig, AttnOnlyTransformer, exist_ok=True)
 
-__all__ = ["AttnOnlyConfig", "AttnOnlyTransformer", "build_model", "count_parameters"]
+__all__ = ["AttnOnlyConfig", "AttnOnlyTransformer", "head_parameter_masks", "build_model", "count_parameters"]
 
 
 def build_model(model_cfg, vocab_size: int, n_ctx: int, seed: int) -> PreTrainedModel:

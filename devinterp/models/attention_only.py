@@ -159,3 +159,27 @@ class AttnOnlyTransformer(PreTrainedModel):
         return CausalLMOutput(
             loss=loss, logits=logits, attentions=tuple(patterns) if output_attentions else None
         )
+
+
+def head_parameter_masks(model: AttnOnlyTransformer, layer: int, head: int) -> dict[str, torch.Tensor]:
+    """Boolean masks selecting one attention head's weights: its rows of the fused QKV weight and
+    bias (query, key and value slices) and its columns of the output projection.
+
+    Pass the result as `params=` to `estimate_llc` / `hessian_spectrum` for a per-head analysis.
+    """
+    config = model.config
+    if not 0 <= layer < config.n_layers or not 0 <= head < config.n_heads:
+        raise IndexError(f"layer={layer}, head={head} outside {config.n_layers} layers x {config.n_heads} heads")
+    attn = model.blocks[layer].attn
+    rows = torch.zeros(3 * config.d_model, dtype=torch.bool)
+    for block in range(3):  # q, k, v
+        start = block * config.d_model + head * config.d_head
+        rows[start : start + config.d_head] = True
+    cols = torch.zeros(config.d_model, dtype=torch.bool)
+    cols[head * config.d_head : (head + 1) * config.d_head] = True
+    prefix = f"blocks.{layer}.attn"
+    return {
+        f"{prefix}.qkv.weight": rows[:, None].expand_as(attn.qkv.weight).clone(),
+        f"{prefix}.qkv.bias": rows.clone(),
+        f"{prefix}.out.weight": cols[None, :].expand_as(attn.out.weight).clone(),
+    }
