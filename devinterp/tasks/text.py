@@ -1,0 +1,49 @@
+"""Byte-level language modelling on a local text file (vocab 256).
+
+The file's bytes are split into a training part and a held-out tail (`eval_fraction`). Training
+batches are random windows of the training part; the evaluation set is `eval_size` fixed windows
+of the tail.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, derived_generator
+
+BYTE_VOCAB = 256
+
+
+@dataclass(frozen=True)
+class TextTask:
+    path: str
+    seq_len: int
+    seed: int
+    eval_size: int = 256
+    eval_fraction: float = 0.1
+    name: str = "text"
+    vocab_size: int = BYTE_VOCAB
+    data: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        data = torch.frombuffer(bytearray(Path(self.path).read_bytes()), dtype=torch.uint8).long()
+        object.__setattr__(self, "data", data)
+
+    @property
+    def split(self) -> int:
+        return int(len(self.data) * (1 - self.eval_fraction))
+
+    def _windows(self, part: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+        starts = torch.randint(0, len(part) - self.seq_len + 1, (count,), generator=generator)
+        return torch.stack([part[s : s + self.seq_len] for s in starts.tolist()])
+
+    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return self._windows(self.data[: self.split], batch_size, derived_generator(self.seed, TRAIN_STREAM, step))
+
+    def eval_tokens(self) -> torch.Tensor:
+        return self._windows(self.data[self.split :], self.eval_size, derived_generator(self.seed, EVAL_STREAM))
+
+    def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
+        return {}

@@ -1,0 +1,170 @@
+"""`devinterp-train` (also `python -m devinterp.train`): the Hydra training app.
+
+    devinterp-train                                  # default induction run
+    devinterp-train steps=500 optim.lr=3e-4 model.n_layers=1
+    devinterp-train experiment=markov_icl
+    devinterp-train -m seed=0,1,2                    # one run directory per job
+    devinterp-train resume=true run_dir=runs/induction/2026-11-23_16-00-00_seed0
+
+Bad configuration exits with code 2 and one line naming the key and value; nothing is created.
+A resumed run keeps the config stored in its run directory; only `device`, `progress` and
+`logger` may be given anew.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from devinterp.cli_errors import fail, override_key, preflight, split_argv
+from devinterp.config import ConfigError, TrainConfig, register_configs, validate_train_config
+from devinterp.loggers import build_logger
+from devinterp.store.atomic import atomic_write_text
+from devinterp.store.run_dir import CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
+
+PROG = "devinterp-train"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+OVERRIDES_FILE = "overrides.yaml"
+# Top-level keys a resumed run may take from the command line; the rest comes from the run dir.
+RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger"}
+
+log = logging.getLogger("devinterp")
+register_configs()
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """The config `devinterp-train <overrides>` would run with (outside a Hydra app)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    validate_train_config(OmegaConf.to_object(cfg))
+
+
+def _is_resumable(override: str) -> bool:
+    return override_key(override).split(".")[0].split("/")[0] in RESUMABLE_KEYS
+
+
+def resume_config(requested: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    """Config and overrides of a resumed run: the run's own, plus the resumable overrides.
+
+    Raises ConfigError if an override would change the stored config, or if configs/ changed
+    since the run started so that its config can no longer be recomposed.
+    """
+    run_dir = Path(requested.run_dir)
+    stored = OmegaConf.load(run_dir / CONFIG_FILE)
+    for override in overrides:
+        key = override_key(override)
+        if not _is_resumable(override) and OmegaConf.select(requested, key) != OmegaConf.select(stored, key):
+            raise ConfigError(
+                f"{key}={OmegaConf.select(requested, key)!r}: a resumed run keeps its stored value "
+                f"{OmegaConf.select(stored, key)!r} (from {run_dir / CONFIG_FILE})"
+            )
+    stored_overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
+    merged = [o for o in stored_overrides if not _is_resumable(o)] + [o for o in overrides if _is_resumable(o)]
+    cfg = compose_train_config(merged)
+    recomposed = OmegaConf.to_container(cfg, resolve=True)
+    stored_plain = OmegaConf.to_container(stored, resolve=True)
+    for key in set(recomposed) | set(stored_plain):
+        if key not in RESUMABLE_KEYS and recomposed.get(key) != stored_plain.get(key):
+            raise ConfigError(f"{key}: configs/ changed since {run_dir} started; cannot resume it exactly")
+    return cfg, merged
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return unique_run_dir(Path(cfg.runs_root) / cfg.name / f"{stamp}_seed{cfg.seed}")
+
+
+def prepare_run_dir(cfg: DictConfig, train_cfg: TrainConfig, overrides: list[str]) -> Path:
+    """Create the run directory (reopen it when resuming) and store config and overrides."""
+    if train_cfg.resume:
+        return Path(train_cfg.run_dir)
+    run_dir = unique_run_dir(Path(train_cfg.run_dir)) if train_cfg.run_dir else default_run_dir(train_cfg)
+    run_dir.mkdir(parents=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["run_dir"] = str(run_dir)
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(resolved))
+    atomic_write_text(run_dir / OVERRIDES_FILE, yaml.safe_dump([o for o in overrides if not o.startswith("run_dir=")]))
+    return run_dir
+
+
+def setup_file_logging(run_dir: Path) -> None:
+    logger = logging.getLogger("devinterp")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the console shows the progress bar and the summary; details go to the file
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(run_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+
+
+def run(cfg: DictConfig, overrides: list[str]):
+    """Validate `cfg`, create the run directory and train. Returns the TrainResult."""
+    from devinterp import checkpoints
+    from devinterp.training.trainer import train
+
+    train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+    validate_train_config(train_cfg)
+    run_dir = prepare_run_dir(cfg, train_cfg, overrides)
+    if train_cfg.resume:
+        checkpoints.remove_incomplete(run_dir)
+    setup_file_logging(run_dir)
+    log.info("run directory %s", run_dir)
+    logger = build_logger(train_cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), group=train_cfg.name)
+    try:
+        return train(train_cfg, run_dir, logger)
+    except BaseException:
+        log.exception("training failed")
+        write_status(run_dir, "failed", checkpoints.latest_step(run_dir) or 0)
+        raise
+    finally:
+        logger.finish()
+
+
+def report(result) -> None:
+    from devinterp.summary import format_summary, summarize_run
+
+    print(f"run directory: {result.run_dir}")
+    print(format_summary(summarize_run(result.run_dir), result))
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def hydra_app(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("hydra")]
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.run_dir is None:
+        cfg = cfg.copy()
+        cfg.run_dir = str(Path(hydra_cfg.sweep.dir) / f"{hydra_cfg.job.num}_seed{cfg.seed}")
+    report(run(cfg, overrides))
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    configs = preflight(PROG, CONFIG_DIR, "train", argv, check=check_train_config, error_types=(ConfigError,))
+    overrides, multirun = split_argv(argv)
+    if configs and configs[0].resume:
+        if multirun:
+            fail(PROG, "resume=true cannot be combined with a multirun (-m)")
+        try:
+            cfg, merged = resume_config(configs[0], overrides)
+        except ConfigError as e:
+            fail(PROG, str(e))
+        report(run(cfg, merged))
+        return
+    hydra_app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devinterp.tasks import InductionTask, MarkovICLTask, TextTask, derived_generator
+
+
+@settings(max_examples=25, deadline=None)
+@given(vocab=st.integers(2, 50), seq_len=st.integers(4, 40), step=st.integers(0, 10**6), seed=st.integers(0, 100))
+def test_induction_batches_repeat_their_prefix(vocab, seq_len, step, seed):
+    task = InductionTask(vocab_size=vocab, seq_len=seq_len, seed=seed)
+    batch = task.train_batch(step, 5)
+    assert batch.shape == (5, seq_len) and batch.dtype == torch.long
+    assert batch.min() >= 0 and batch.max() < vocab
+    p = task.prefix
+    assert torch.equal(batch[:, p : 2 * p], batch[:, : min(p, seq_len - p)])
+
+
+def test_tasks_are_deterministic_per_step_and_seed():
+    task = InductionTask(vocab_size=64, seq_len=64, seed=3)
+    assert torch.equal(task.train_batch(7, 4), InductionTask(vocab_size=64, seq_len=64, seed=3).train_batch(7, 4))
+    assert not torch.equal(task.train_batch(7, 4), task.train_batch(8, 4))
+    assert not torch.equal(task.train_batch(7, 4), InductionTask(vocab_size=64, seq_len=64, seed=4).train_batch(7, 4))
+    assert torch.equal(task.eval_tokens(), task.eval_tokens())
+    assert not torch.equal(task.eval_tokens()[:4], task.train_batch(0, 4))
+
+
+def test_derived_generator_does_not_touch_global_rng():
+    before = torch.get_rng_state()
+    torch.rand(3, generator=derived_generator(1, 2, 3))
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_induction_metrics_split_random_and_repeated_halves():
+    task = InductionTask(vocab_size=8, seq_len=8, seed=0)
+    losses = torch.zeros(2, 7)
+    losses[:, :3] = 2.0  # predicting tokens 1..3 (random prefix)
+    metrics = task.eval_metrics(losses)
+    assert metrics["eval/loss_random"] == 2.0 and metrics["eval/loss_repeated"] == 0.0
+    assert metrics["eval/icl_score"] == -2.0
+
+
+def test_markov_sequences_follow_a_chain():
+    task = MarkovICLTask(num_states=3, seq_len=400, seed=0, concentration=0.1)
+    tokens = task.train_batch(0, 2)
+    assert tokens.min() >= 0 and tokens.max() < 3
+    # sparse Dirichlet rows: each sequence uses few of the 9 possible transitions
+    for seq in tokens:
+        pairs = set(zip(seq[:-1].tolist(), seq[1:].tolist()))
+        assert len(pairs) < 9
+
+
+def test_text_task_windows_come_from_the_right_split(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(bytes(range(256)) * 4)
+    task = TextTask(path=str(path), seq_len=16, seed=0, eval_size=8, eval_fraction=0.25)
+    assert task.vocab_size == 256
+    train, held_out = task.train_batch(0, 32), task.eval_tokens()
+    assert train.shape == (32, 16) and held_out.shape == (8, 16)
+    data = task.data
+    for window in train:
+        start = window[0].item()
+        assert any(torch.equal(data[s : s + 16], window) for s in range(start, task.split - 15, 256))
+    # consecutive bytes: each window is a contiguous slice
+    assert torch.all((held_out[:, 1:] - held_out[:, :-1]) % 256 == 1)

@@ -1,0 +1,167 @@
+"""Training runs end to end: the induction drop, checkpoints, metrics, exact resume."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from devinterp import checkpoints
+from devinterp.store.metrics import metric_series, read_metrics
+from devinterp.store.run_dir import read_status
+from devinterp.train import compose_train_config, run
+from devinterp.training.schedule import checkpoint_schedule
+
+INDUCTION_FAST = ["steps=200", "checkpoints.log=0", "checkpoints.linear=9", "task.vocab_size=16",
+                  "task.seq_len=32", "task.eval_size=128", "model.d_model=32", "model.n_heads=2",
+                  "batch_size=32", "optim.lr=3e-3", "progress=false"]
+
+
+def train(overrides):
+    return run(compose_train_config(overrides), overrides)
+
+
+def final_state(run_dir, step):
+    return checkpoints.load(run_dir, step).state_dict()
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_short_run_learns_induction(tmp_path):
+    result = train([*INDUCTION_FAST, f"runs_root={tmp_path}"])
+    metrics = read_metrics(result.run_dir)
+    repeated = metric_series(metrics, "eval/loss_repeated")
+    random_half = metric_series(metrics, "eval/loss_random")
+    assert repeated.iloc[0] > 0.9 * math.log(16)  # starts at chance
+    assert repeated.iloc[-1] < 0.3 * math.log(16)  # the copy becomes predictable
+    assert random_half.iloc[-1] > 0.9 * math.log(16)  # the random half cannot be
+    assert read_status(result.run_dir)["state"] == "finished"
+
+
+def test_run_directory_contents(tmp_path, tiny_overrides):
+    result = train(tiny_overrides)
+    run_dir = result.run_dir
+    for name in ("config.yaml", "overrides.yaml", "status.json", "train.log", "eval_tokens.safetensors"):
+        assert (run_dir / name).is_file(), name
+    expected_steps = checkpoint_schedule(30, 4, 4)
+    infos = checkpoints.list_checkpoints(run_dir)
+    assert [i.step for i in infos] == expected_steps
+    index = json.loads((run_dir / "checkpoints" / "index.json").read_text())
+    assert [entry["step"] for entry in index] == expected_steps
+    assert all(entry["bytes"] > 0 for entry in index)
+    metrics = read_metrics(run_dir)
+    assert sorted(metric_series(metrics, "eval/loss").index) == expected_steps
+    assert len(metric_series(metrics, "train/loss")) == 6  # log_every=5 over 30 steps
+    model = checkpoints.load(run_dir, expected_steps[-1])
+    assert not model.training
+
+
+def test_exact_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, tiny_overrides, monkeypatch):
+    reference = train([*tiny_overrides, f"run_dir={tmp_path / 'reference'}"])
+    crash_step = checkpoint_schedule(30, 4, 4)[-3]
+    original_save = torch.save
+
+    def crash_mid_checkpoint(obj, path, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == crash_step:
+            Path(path).write_bytes(b"partial")
+            raise KeyboardInterrupt("simulated kill while writing a checkpoint")
+        return original_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr("devinterp.checkpoints.torch.save", crash_mid_checkpoint)
+    run_dir = tmp_path / "crashed"
+    with pytest.raises(KeyboardInterrupt):
+        train([*tiny_overrides, f"run_dir={run_dir}"])
+    monkeypatch.undo()
+    assert read_status(run_dir)["state"] == "failed"
+    assert checkpoints.latest_step(run_dir) < crash_step
+    # what a SIGKILL mid-write leaves behind (the in-process crash above cleans up after itself)
+    stale = run_dir / "checkpoints" / f".tmp-step_{crash_step:07d}-99999"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+
+    from devinterp.train import resume_config
+    resumed_cfg, merged = resume_config(compose_train_config([*tiny_overrides, "resume=true", f"run_dir={run_dir}"]),
+                                        ["resume=true", f"run_dir={run_dir}"])
+    resumed = run(resumed_cfg, merged)
+    assert resumed.steps_trained < 30
+    assert not any(p.name.startswith(".tmp-") for p in (run_dir / "checkpoints").iterdir())
+    assert_same_weights(final_state(run_dir, 30), final_state(reference.run_dir, 30))
+    a, b = read_metrics(run_dir), read_metrics(reference.run_dir)
+    assert a[["step", "name"]].equals(b[["step", "name"]])
+    assert torch.allclose(torch.tensor(a["value"].to_numpy()), torch.tensor(b["value"].to_numpy()))
+
+
+@pytest.mark.slow
+def test_exact_resume_after_sigkill(tmp_path):
+    """A real `kill -9` of the training process, then `devinterp-train resume=true`."""
+    common = ["steps=300", "checkpoints.log=0", "checkpoints.linear=31", "progress=false",
+              "task.vocab_size=16", "task.seq_len=16", "batch_size=8", "model.d_model=16", "model.n_heads=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "devinterp.train", *common]
+    reference = tmp_path / "reference"
+    subprocess.run([*command, f"run_dir={reference}"], check=True, cwd=tmp_path, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, f"run_dir={killed}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (checkpoints.latest_step(killed) or 0) < 100:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = checkpoints.latest_step(killed)
+    assert killed_at is not None and killed_at < 300, "the run finished before it could be killed"
+
+    done = subprocess.run([*command[:3], "resume=true", f"run_dir={killed}", "progress=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert_same_weights(final_state(killed, 300), final_state(reference, 300))
+
+
+def test_resume_refuses_to_change_the_stored_config(tmp_path, tiny_overrides):
+    from devinterp.config import ConfigError
+    from devinterp.train import resume_config
+
+    result = train(tiny_overrides)
+    overrides = ["resume=true", f"run_dir={result.run_dir}", "optim.lr=0.5"]
+    with pytest.raises(ConfigError, match="optim.lr"):
+        resume_config(compose_train_config([*tiny_overrides, *overrides]), overrides)
+
+
+def test_failing_training_marks_the_run_failed(tmp_path, tiny_overrides, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("devinterp.training.trainer.evaluate", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        train([*tiny_overrides, f"run_dir={tmp_path / 'run'}"])
+    assert read_status(tmp_path / "run")["state"] == "failed"
+    assert "boom" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("experiment", [["experiment=markov_icl", "task.num_states=4"],
+                                        ["model=gpt2"]])
+def test_other_tasks_and_models_train(tmp_path, tiny_overrides, experiment):
+    overrides = [o for o in tiny_overrides if not o.startswith("task.vocab_size")]
+    result = train([*overrides, *experiment, "steps=10", "checkpoints.log=2", "checkpoints.linear=2"])
+    metrics = read_metrics(result.run_dir)
+    assert metric_series(metrics, "eval/loss").notna().all()
+    assert checkpoints.latest_step(result.run_dir) == 10
+
+
+def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50)
+    overrides = [o for o in tiny_overrides if not o.startswith("task.")]
+    result = train([*overrides, "task=text", f"task.path={corpus}", "task.seq_len=16", "task.eval_size=8",
+                    "steps=10", "checkpoints.log=2", "checkpoints.linear=2"])
+    assert checkpoints.load(result.run_dir, 10).config.vocab_size == 256
