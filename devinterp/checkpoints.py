@@ -125,3 +125,10 @@ def load_trainer_state(run_dir: Path, step: int) -> dict:
 def latest_step(run_dir: Path) -> int | None:
     infos = list_checkpoints(run_dir)
     return infos[-1].step if infos else None
+
+
+def initial_state(run_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The weights at step 0 (for distance-from-init), or None if step 0 was not saved."""
+    if not (checkpoints_dir(run_dir) / step_dirname(0) / META_FILE).is_file():
+        return None
+    return load(run_dir, 0).state_dict()

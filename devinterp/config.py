@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -151,6 +151,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # {name: {_target_: devinterp.callbacks.X, schedule: {...}, settings...}}; see configs/callbacks/
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    train_sample_size: int = 1024  # fixed training sequences callbacks measure on (LLC data, grads)
     name: str = "induction"  # experiment name: runs go to <runs_root>/<name>/
     seed: int = 0
     steps: int = 2000
@@ -196,6 +199,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
     _require(cfg.steps > 0, "steps", cfg.steps, "must be a positive number of training steps")
     _require(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be positive")
     _require(cfg.log_every > 0, "log_every", cfg.log_every, "must be positive")
+    _require(cfg.train_sample_size > 0, "train_sample_size", cfg.train_sample_size, "must be positive")
     for key in ("log", "linear"):
         count = getattr(cfg.checkpoints, key)
         _require(count >= 0, f"checkpoints.{key}", count, "must be >= 0")

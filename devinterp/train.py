@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import fail, override_key, preflight, split_argv
 from devinterp.config import ConfigError, TrainConfig, register_configs, validate_train_config
 from devinterp.loggers import build_logger
@@ -48,6 +49,7 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
 
 def check_train_config(cfg: DictConfig) -> None:
     validate_train_config(OmegaConf.to_object(cfg))
+    build_callbacks(cfg.callbacks)
 
 
 def _is_resumable(override: str) -> bool:
@@ -117,6 +119,7 @@ def run(cfg: DictConfig, overrides: list[str]):
 
     train_cfg: TrainConfig = OmegaConf.to_object(cfg)
     validate_train_config(train_cfg)
+    callbacks = build_callbacks(cfg.callbacks)
     run_dir = prepare_run_dir(cfg, train_cfg, overrides)
     if train_cfg.resume:
         checkpoints.remove_incomplete(run_dir)
@@ -124,7 +127,7 @@ def run(cfg: DictConfig, overrides: list[str]):
     log.info("run directory %s", run_dir)
     logger = build_logger(train_cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), group=train_cfg.name)
     try:
-        return train(train_cfg, run_dir, logger)
+        return train(train_cfg, run_dir, logger, callbacks)
     except BaseException:
         log.exception("training failed")
         write_status(run_dir, "failed", checkpoints.latest_step(run_dir) or 0)
@@ -138,6 +141,9 @@ def report(result) -> None:
 
     print(f"run directory: {result.run_dir}")
     print(format_summary(summarize_run(result.run_dir), result))
+    if result.callback_seconds:
+        split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
+        print(f"Time: training {result.train_seconds:.1f} s; callbacks: {split}.")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -1,4 +1,7 @@
-"""The run's metrics table: long format (step, name, value), stored as a Parquet dataset.
+"""The run's metrics table: long format (step, name, value, callback, settings), a Parquet dataset.
+
+`callback` says what produced a row ("train" for the training loop, else a callback's name) and
+`settings` the hash of that callback's settings ("" for the training loop).
 
 `<run_dir>/metrics.parquet/` is a directory of part files, each written atomically; pandas and
 pyarrow read the directory as one table (`pd.read_parquet(run_dir / "metrics.parquet")`).
@@ -20,16 +23,34 @@ import pyarrow.parquet as pq
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_bytes
 
 METRICS_DIRNAME = "metrics.parquet"
-SCHEMA = pa.schema([("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())])
+SCHEMA = pa.schema([("step", pa.int64()), ("name", pa.string()), ("value", pa.float64()),
+                    ("callback", pa.string()), ("settings", pa.string())])
+COLUMNS = [field.name for field in SCHEMA]
+
+
+def write_part(run_dir: Path, rows: list[tuple[int, str, float]], callback: str, settings: str,
+               label: str = "") -> Path:
+    """Append rows (step, name, value) as one new, atomically written part file."""
+    directory = Path(run_dir) / METRICS_DIRNAME
+    directory.mkdir(parents=True, exist_ok=True)
+    steps, names, values = zip(*rows) if rows else ((), (), ())
+    table = pa.table({"step": steps, "name": names, "value": values, "callback": [callback] * len(rows),
+                      "settings": [settings] * len(rows)}, schema=SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    path = directory / f"part-{time.time_ns():020d}-{label or uuid.uuid4().hex[:8]}.parquet"
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return path
 
 
 class MetricsWriter:
     """Buffers (step, name, value) rows and appends them to the run's metrics dataset on `flush`."""
 
-    def __init__(self, run_dir: Path, flush_every: int = 500):
-        self.directory = Path(run_dir) / METRICS_DIRNAME
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, run_dir: Path, flush_every: int = 500, callback: str = "train", settings: str = ""):
+        self.run_dir = Path(run_dir)
+        (self.run_dir / METRICS_DIRNAME).mkdir(parents=True, exist_ok=True)
         self.flush_every = flush_every
+        self.callback, self.settings = callback, settings
         self._rows: list[tuple[int, str, float]] = []
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
@@ -38,26 +59,22 @@ class MetricsWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self._rows:
-            return
-        steps, names, values = zip(*self._rows)
-        table = pa.table({"step": steps, "name": names, "value": values}, schema=SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        atomic_write_bytes(self.directory / name, sink.getvalue().to_pybytes())
-        self._rows = []
+        if self._rows:
+            write_part(self.run_dir, self._rows, self.callback, self.settings)
+            self._rows = []
 
 
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """All metrics of a run as a long DataFrame (step, name, value), sorted by step then name."""
+def read_metrics(run_dir: Path, latest_only: bool = True) -> pd.DataFrame:
+    """All metrics of a run as a long DataFrame (step, name, value, callback, settings), sorted by
+    step then name. With `latest_only`, one row per (step, name): the last one written (after a
+    callback's settings change, its newest results)."""
     directory = Path(run_dir) / METRICS_DIRNAME
     parts = sorted(p for p in directory.glob("part-*.parquet") if not p.name.startswith(TMP_PREFIX))
     if not parts:
-        return pd.DataFrame({"step": pd.Series(dtype="int64"), "name": pd.Series(dtype="str"),
-                             "value": pd.Series(dtype="float64")})
+        return SCHEMA.empty_table().to_pandas()
     frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
-    frame = frame.drop_duplicates(subset=["step", "name"], keep="last")
+    if latest_only:
+        frame = frame.drop_duplicates(subset=["step", "name"], keep="last")
     return frame.sort_values(["step", "name"], kind="stable").reset_index(drop=True)
 
 

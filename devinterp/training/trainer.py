@@ -18,13 +18,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from devinterp import checkpoints
+from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.config import Device, TrainConfig
 from devinterp.loggers import MetricLogger
 from devinterp.models import build_model, count_parameters
 from devinterp.store.metrics import MetricsWriter
 from devinterp.store.run_dir import EVAL_TOKENS_FILE, write_status
 from devinterp.tasks import Task, build_task
-from devinterp.training.evaluate import evaluate
+from devinterp.store.results import ResultStore
 from devinterp.training.optim import build_optimizer, build_scheduler
 from devinterp.training.schedule import checkpoint_schedule
 
@@ -38,6 +39,8 @@ class TrainResult:
     seconds: float  # wall time of this invocation (a resumed run counts only its own part)
     steps_trained: int  # optimizer steps done in this invocation
     num_parameters: int
+    train_seconds: float  # of `seconds`: forward, backward, optimizer steps
+    callback_seconds: dict[str, float]  # of `seconds`: per callback
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -69,10 +72,12 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
-    """Train according to `cfg`, writing checkpoints and metrics into `run_dir`.
+def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list[Callback]) -> TrainResult:
+    """Train according to `cfg`, writing checkpoints and metrics into `run_dir` and running
+    `callbacks` at their steps (before the checkpoint of that step is written).
 
-    With `cfg.resume`, continues from the last complete checkpoint in `run_dir`.
+    With `cfg.resume`, continues from the last complete checkpoint in `run_dir`; callback
+    results already stored are not recomputed.
     """
     started = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -97,6 +102,13 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_states(state["rng"])
     log.info("model: %s with %d parameters on %s", type(model).__name__, count_parameters(model), device)
+    if resume_step is None:
+        initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        initial_state = checkpoints.initial_state(run_dir)
+    data = RunData(task, eval_tokens, training_sample(task, cfg.train_sample_size), cfg.seed, run_dir, initial_state)
+    runner = CallbackRunner(callbacks, data, ResultStore(run_dir), schedule, cfg.steps)
+    train_seconds = 0.0
 
     writer = MetricsWriter(run_dir)
     checkpoint_steps = set(schedule)
@@ -104,11 +116,10 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
     bar = tqdm(range(start_step, cfg.steps + 1), initial=start_step, total=cfg.steps + 1,
                desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
     for step in bar:
+        if runner.pending(step):
+            logger.log(step, runner.run(step, model, device))
         if step in checkpoint_steps and step != resume_step:
-            metrics = evaluate(model, task, eval_tokens)
-            writer.add(step, metrics)
             writer.flush()
-            logger.log(step, metrics)
             wall = wall_offset + time.perf_counter() - started
             trainer_state = {
                 "optimizer": optimizer.state_dict(),
@@ -122,6 +133,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
         if step == cfg.steps:
             break
 
+        step_started = time.perf_counter()
         model.train()
         tokens = task.train_batch(step, cfg.batch_size).to(device)
         loss = model(tokens, labels=tokens).loss
@@ -133,6 +145,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
         scheduler.step()
 
         last_loss = loss.item()
+        train_seconds += time.perf_counter() - step_started
         if step % cfg.log_every == 0:
             train_metrics = {"train/loss": last_loss, "train/lr": optimizer.param_groups[0]["lr"]}
             writer.add(step, train_metrics)
@@ -142,4 +155,5 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger) -> TrainResult:
     writer.flush()
     write_status(run_dir, "finished", cfg.steps)
     seconds = time.perf_counter() - started
-    return TrainResult(run_dir, cfg.steps, seconds, cfg.steps - start_step, count_parameters(model))
+    return TrainResult(run_dir, cfg.steps, seconds, cfg.steps - start_step, count_parameters(model),
+                       train_seconds, dict(runner.seconds))

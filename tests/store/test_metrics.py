@@ -11,7 +11,8 @@ def test_metrics_round_trip_and_dedup(tmp_path):
     writer.add(1, {"a": 4.0})  # a re-computed row (as after a resume) wins
     writer.flush()
     frame = read_metrics(tmp_path)
-    assert list(frame.columns) == ["step", "name", "value"]
+    assert list(frame.columns) == ["step", "name", "value", "callback", "settings"]
+    assert set(frame["callback"]) == {"train"}
     assert len(frame) == 3
     assert metric_series(frame, "a").to_dict() == {0: 1.0, 1: 4.0}
     # pandas reads the dataset directly too

@@ -138,10 +138,16 @@ def test_resume_refuses_to_change_the_stored_config(tmp_path, tiny_overrides):
 
 
 def test_failing_training_marks_the_run_failed(tmp_path, tiny_overrides, monkeypatch):
-    def explode(*args, **kwargs):
-        raise RuntimeError("boom")
+    from devinterp.tasks import InductionTask
 
-    monkeypatch.setattr("devinterp.training.trainer.evaluate", explode)
+    original = InductionTask.train_batch
+
+    def explode_at_step_7(self, step, batch_size):
+        if step == 7:
+            raise RuntimeError("boom")
+        return original(self, step, batch_size)
+
+    monkeypatch.setattr(InductionTask, "train_batch", explode_at_step_7)
     with pytest.raises(RuntimeError, match="boom"):
         train([*tiny_overrides, f"run_dir={tmp_path / 'run'}"])
     assert read_status(tmp_path / "run")["state"] == "failed"

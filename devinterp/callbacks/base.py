@@ -1,0 +1,149 @@
+"""The callback protocol: measurements taken at checkpoint steps, live or post hoc.
+
+A callback receives a `CallbackContext` (the step, the model at that step, the run's fixed data,
+a seed derived from (run seed, step, callback name)) and returns a `CallbackOutput`: named scalars
+(stored in the run's metrics table) and optional arrays (stored per checkpoint beside it).
+The same callback object runs inside the training loop (`devinterp.training.trainer`) and over
+saved checkpoints (`devinterp-analyze`); because it depends only on the context, both give the
+same numbers for the same checkpoint, in any order and in any process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from devinterp.tasks import Task
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a callback runs. Steps are training steps.
+
+    - `at_checkpoints`: at checkpoint steps; with `checkpoint_stride=k`, only every k-th one
+      (indices 0, k, 2k, ... of the run's checkpoint schedule) and always the last one;
+    - `every`: additionally every N steps (live runs only: post hoc needs a saved checkpoint);
+    - `steps`: additionally these explicit steps.
+    """
+
+    at_checkpoints: bool = True
+    checkpoint_stride: int = 1
+    every: int | None = None
+    steps: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.checkpoint_stride < 1:
+            raise ValueError(f"schedule.checkpoint_stride={self.checkpoint_stride} must be >= 1")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"schedule.every={self.every} must be >= 1")
+
+    def due_steps(self, checkpoint_steps: list[int], total_steps: int) -> set[int]:
+        due = set(int(s) for s in self.steps if 0 <= s <= total_steps)
+        if self.at_checkpoints and checkpoint_steps:
+            due.update(checkpoint_steps[:: self.checkpoint_stride])
+            due.add(checkpoint_steps[-1])
+        if self.every:
+            due.update(range(0, total_steps + 1, self.every))
+        return due
+
+
+@dataclass
+class CallbackOutput:
+    scalars: dict[str, float] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class CallbackContext:
+    """What a callback may look at. `model` is in eval mode; callbacks must not modify it."""
+
+    step: int
+    model: torch.nn.Module
+    task: Task
+    eval_tokens: torch.Tensor  # the run's fixed held-out set (examples, seq_len)
+    train_tokens: torch.Tensor  # a fixed sample of training sequences (examples, seq_len)
+    device: torch.device
+    seed: int  # derived from (run seed, step, callback name): see derive_seed
+    run_dir: Path | None = None
+    initial_state: dict[str, torch.Tensor] | None = None  # weights at step 0, when known
+
+
+def derive_seed(run_seed: int, step: int, name: str) -> int:
+    """A seed that depends only on (run seed, step, callback name), never on global state."""
+    digest = hashlib.sha256(f"{run_seed}/{step}/{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass
+class NoSettings:
+    pass
+
+
+class Callback:
+    """Base class. Subclasses set `name` and a typed `Settings` dataclass, and implement
+    `on_checkpoint`; the other hooks are optional.
+
+    Constructor keyword arguments are validated against `Settings` (unknown keys and wrong types
+    raise `ConfigError` naming the key) and available as `self.config`.
+    """
+
+    name: str = "callback"
+    Settings: type = NoSettings
+
+    def __init__(self, schedule: Schedule | dict | None = None, **settings):
+        from omegaconf import OmegaConf
+
+        from devinterp.cli_errors import describe
+        from devinterp.config import ConfigError
+
+        try:
+            self.schedule = _as_schedule(schedule)
+            merged = OmegaConf.merge(OmegaConf.structured(self.Settings), settings)
+            self.config = OmegaConf.to_object(merged)
+        except Exception as e:
+            raise ConfigError(f"callbacks.{self.name}: {describe(e)}") from e
+
+    @cached_property
+    def settings_hash(self) -> str:
+        """Identifies this callback's settings: results of other settings are stored separately.
+        The schedule is not part of it (it says when to measure, not what)."""
+        payload = json.dumps({"name": self.name, **asdict(self.config)}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+    def on_train_start(self, model: torch.nn.Module) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float) -> None:
+        pass
+
+    def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
+        raise NotImplementedError
+
+    def on_train_end(self) -> None:
+        pass
+
+
+@dataclass
+class ScheduleSettings:
+    """Config schema of a Schedule (see there)."""
+
+    at_checkpoints: bool = True
+    checkpoint_stride: int = 1
+    every: Optional[int] = None
+    steps: List[int] = field(default_factory=list)
+
+
+def _as_schedule(schedule) -> Schedule:
+    if isinstance(schedule, Schedule):
+        return schedule
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(ScheduleSettings), {} if schedule is None else schedule)
+    values = OmegaConf.to_container(merged)
+    return Schedule(**{**values, "steps": tuple(values["steps"])})

@@ -1,0 +1,62 @@
+"""`induction`: induction-circuit metrics on repeated random tokens (Olsson et al. 2022).
+
+The probe is `num_sequences` sequences of `prefix` random tokens followed by their copy, drawn
+with the context's seed. For each head (layer l, head h):
+- previous-token score: mean attention from position i to i-1;
+- prefix-matching score: mean attention, from a position i in the copy, to the position right
+  after the previous occurrence of token i (i - prefix + 1): what an induction head attends to;
+Also `induction/icl_score`: loss at the last position minus loss in the middle of the random
+prefix, on the probe (negative once the copy is predicted from context).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+
+
+@dataclass
+class InductionSettings:
+    num_sequences: int = 64
+    seq_len: int | None = None  # default: the model's context length (capped at the task's)
+
+
+class InductionCallback(Callback):
+    name = "induction"
+    Settings = InductionSettings
+
+    def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
+        model = ctx.model
+        vocab = model.config.vocab_size
+        seq_len = self.config.seq_len or ctx.eval_tokens.shape[1]
+        prefix = seq_len // 2
+        generator = torch.Generator().manual_seed(ctx.seed)
+        first = torch.randint(0, vocab, (self.config.num_sequences, prefix), generator=generator)
+        tokens = torch.cat([first, first], dim=1)[:, :seq_len].to(ctx.device)
+
+        with torch.no_grad():
+            out = model(tokens, output_attentions=True)
+        patterns = torch.stack([a.float() for a in out.attentions])  # (layers, batch, heads, q, k)
+        positions = torch.arange(seq_len, device=patterns.device)
+        previous = patterns[..., positions[1:], positions[1:] - 1].mean(dim=(1, 3))
+        copy_positions = positions[prefix:]
+        matching = patterns[..., copy_positions, copy_positions - prefix + 1].mean(dim=(1, 3))
+
+        losses = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none").mean(0)
+        scalars = {"induction/icl_score": float(losses[-1] - losses[prefix // 2])}
+        n_layers, n_heads = previous.shape
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                scalars[f"induction/previous_token/L{layer}H{head}"] = float(previous[layer, head])
+                scalars[f"induction/prefix_matching/L{layer}H{head}"] = float(matching[layer, head])
+        scalars["induction/previous_token_max"] = float(previous.max())
+        scalars["induction/prefix_matching_max"] = float(matching.max())
+        return CallbackOutput(scalars, {
+            "induction/previous_token": previous.cpu().numpy(),
+            "induction/prefix_matching": matching.cpu().numpy(),
+            "induction/loss_by_position": losses.cpu().numpy().astype(np.float32),
+        })

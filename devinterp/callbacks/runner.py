@@ -1,0 +1,110 @@
+"""Running callbacks at a step: scheduling, isolation of failures and of RNG state, storage."""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+from devinterp.callbacks.base import Callback, CallbackContext, derive_seed
+from devinterp.config import ConfigError
+from devinterp.store.results import ResultStore
+from devinterp.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The fixed inputs every callback of a run sees, whatever the step or process."""
+
+    task: Task
+    eval_tokens: torch.Tensor
+    train_tokens: torch.Tensor
+    seed: int
+    run_dir: Path | None = None
+    initial_state: dict[str, torch.Tensor] | None = None
+
+
+def training_sample(task: Task, num_sequences: int) -> torch.Tensor:
+    """A fixed sample of training sequences (the first rows of step 0's stream)."""
+    return task.train_batch(0, num_sequences)
+
+
+def build_callbacks(callbacks_cfg) -> list[Callback]:
+    """Instantiate the `callbacks` config dict ({name: {_target_: ..., settings...}}).
+    Entries set to null are skipped. Raises ConfigError naming the entry on bad settings."""
+    callbacks = []
+    for key, node in (callbacks_cfg or {}).items():
+        if node is None:
+            continue
+        try:
+            callback = instantiate(node, _convert_="all")
+        except ConfigError:
+            raise
+        except Exception as e:
+            cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
+            raise ConfigError(str(cause) if cause else f"callbacks.{key}: {e}".splitlines()[0]) from e
+        if not isinstance(callback, Callback):
+            raise ConfigError(f"callbacks.{key}._target_: {type(callback).__name__} is not a devinterp Callback")
+        callbacks.append(callback)
+    names = [c.name for c in callbacks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"callbacks: two entries share a callback name ({names})")
+    return callbacks
+
+
+@dataclass
+class CallbackRunner:
+    """Runs each callback at its due steps, skipping results already stored, and records the
+    seconds spent per callback. A callback that raises is logged and stored as a failure for
+    that (step, callback); the others, and training, go on."""
+
+    callbacks: list[Callback]
+    data: RunData
+    store: ResultStore
+    checkpoint_steps: list[int]
+    total_steps: int
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def __post_init__(self):
+        self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
+        self._done = self.store.completed()
+
+    def pending(self, step: int) -> list[Callback]:
+        return [c for c in self.callbacks
+                if step in self._due[c.name] and (step, c.name, c.settings_hash) not in self._done]
+
+    def pending_steps(self) -> list[int]:
+        steps = set().union(*self._due.values()) if self._due else set()
+        return sorted(s for s in steps if self.pending(s))
+
+    def run(self, step: int, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Run the callbacks pending at `step`; returns their scalars (for loggers)."""
+        scalars: dict[str, float] = {}
+        was_training = model.training
+        model.eval()
+        for callback in self.pending(step):
+            seed = derive_seed(self.data.seed, step, callback.name)
+            ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
+                                  device, seed, self.data.run_dir, self.data.initial_state)
+            started = time.perf_counter()
+            try:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    output = callback.on_checkpoint(ctx)
+                self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
+                scalars.update(output.scalars)
+            except Exception as e:
+                log.exception("callback %s failed at step %d", callback.name, step)
+                self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
+            finally:
+                self.seconds[callback.name] += time.perf_counter() - started
+            self._done.add((step, callback.name, callback.settings_hash))
+        model.train(was_training)
+        return scalars
