@@ -72,7 +72,10 @@ class TaskConfig:
 class InductionTaskConfig(TaskConfig):
     name: str = "induction"
     vocab_size: int = 64
-    prefix_len: Optional[int] = None  # default seq_len // 2: a random half, then its copy
+    # Repeat period (length of the random block) drawn per sequence from [min_period, max_period];
+    # defaults seq_len // 4 and seq_len // 2.
+    min_period: Optional[int] = None
+    max_period: Optional[int] = None
 
 
 @dataclass
@@ -166,6 +169,33 @@ class TrainConfig:
     progress: bool = True  # progress bar on stderr
 
 
+# ----------------------------------------------------------------------------- executor/ (analyze)
+class ExecutorName(str, Enum):
+    local = "local"  # in this process, one checkpoint after another
+    process = "process"  # a pool of local processes (one machine's cores)
+    ray = "ray"  # one Ray task per checkpoint (local cluster, or executor.address=...)
+
+
+@dataclass
+class ExecutorConfig:
+    name: ExecutorName = ExecutorName.local
+    num_workers: Optional[int] = None  # process: pool size (default: CPU count)
+    address: Optional[str] = None  # ray: an existing cluster ("auto" or host:port); default local
+    num_cpus_per_task: float = 1.0  # ray
+    num_gpus_per_task: Optional[float] = None  # ray: default 1 when the cluster has GPUs, else 0
+
+
+# ----------------------------------------------------------------------------- analyze.yaml
+@dataclass
+class AnalyzeConfig:
+    run_dir: str = MISSING
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    steps: Optional[List[int]] = None  # only these checkpoint steps (default: every due one)
+    device: Device = Device.auto
+    progress: bool = True
+
+
 def register_configs() -> None:
     """Register the schemas; YAML files in configs/ extend them via their defaults lists."""
     cs = ConfigStore.instance()
@@ -178,6 +208,8 @@ def register_configs() -> None:
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
     cs.store(group="checkpoints", name="checkpoints_schema", node=CheckpointConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(name="analyze_schema", node=AnalyzeConfig)
+    cs.store(group="executor", name="executor_schema", node=ExecutorConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -234,9 +266,13 @@ def _validate_task(task: TaskConfig) -> None:
     _require(task.eval_size > 0, "task.eval_size", task.eval_size, "must be positive")
     if isinstance(task, InductionTaskConfig):
         _require(task.vocab_size >= 2, "task.vocab_size", task.vocab_size, "must be at least 2")
-        if task.prefix_len is not None:
-            _require(1 <= task.prefix_len < task.seq_len, "task.prefix_len", task.prefix_len,
+        for key in ("min_period", "max_period"):
+            value = getattr(task, key)
+            _require(value is None or 1 <= value < task.seq_len, f"task.{key}", value,
                      f"must be in [1, task.seq_len={task.seq_len})")
+        if task.min_period is not None and task.max_period is not None:
+            _require(task.min_period <= task.max_period, "task.min_period", task.min_period,
+                     f"must not exceed task.max_period={task.max_period}")
     elif isinstance(task, MarkovICLTaskConfig):
         _require(task.num_states >= 2, "task.num_states", task.num_states, "must be at least 2")
         _require(task.concentration > 0, "task.concentration", task.concentration, "must be positive")

@@ -13,7 +13,7 @@ __all__ = ["Task", "InductionTask", "MarkovICLTask", "TextTask", "build_task", "
 def build_task(cfg: TaskConfig, seed: int) -> Task:
     if isinstance(cfg, InductionTaskConfig):
         return InductionTask(vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, seed=seed,
-                             eval_size=cfg.eval_size, prefix_len=cfg.prefix_len)
+                             eval_size=cfg.eval_size, min_period=cfg.min_period, max_period=cfg.max_period)
     if isinstance(cfg, MarkovICLTaskConfig):
         return MarkovICLTask(num_states=cfg.num_states, seq_len=cfg.seq_len, seed=seed,
                              eval_size=cfg.eval_size, concentration=cfg.concentration)

@@ -1,13 +1,14 @@
 """Repeated random tokens: the classic task on which induction heads form.
 
-Each sequence is `prefix_len` uniformly random tokens followed by a copy of them (truncated to
-`seq_len`). The first half is unpredictable (loss stays near log(vocab_size)); the repeated half
-can only be predicted by an induction circuit (find the previous occurrence of the current
-token, copy the token that followed it), so its loss drops sharply once that circuit forms.
+Each sequence is a block of uniformly random tokens followed by copies of it, up to `seq_len`.
+The block length (the repeat period) is drawn per sequence from [min_period, max_period], so the
+copy cannot be found by position alone: predicting it needs an induction circuit (find the
+previous occurrence of the current token, copy the token that followed it), which takes two
+attention layers. The first block stays unpredictable (loss near log(vocab_size)); the loss on
+the repeats drops sharply once the circuit forms (the induction bump).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,30 +22,46 @@ class InductionTask:
     seq_len: int
     seed: int
     eval_size: int = 512
-    prefix_len: int | None = None  # default: seq_len // 2
+    min_period: int | None = None  # default seq_len // 4
+    max_period: int | None = None  # default seq_len // 2
     name: str = "induction"
 
     @property
-    def prefix(self) -> int:
-        return self.prefix_len if self.prefix_len is not None else self.seq_len // 2
+    def periods(self) -> tuple[int, int]:
+        low = self.min_period if self.min_period is not None else max(1, self.seq_len // 4)
+        high = self.max_period if self.max_period is not None else max(low, self.seq_len // 2)
+        return low, high
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        prefix = torch.randint(0, self.vocab_size, (batch_size, self.prefix), generator=generator)
-        repeats = math.ceil(self.seq_len / self.prefix)
-        return prefix.repeat(1, repeats)[:, : self.seq_len]
+    def sample_with_periods(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (batch, seq_len), period of each sequence (batch,))."""
+        low, high = self.periods
+        periods = torch.randint(low, high + 1, (batch_size,), generator=generator)
+        block = torch.randint(0, self.vocab_size, (batch_size, high), generator=generator)
+        positions = torch.arange(self.seq_len)
+        source = positions[None, :] % periods[:, None]  # position t copies position t mod period
+        return block.gather(1, source), periods
 
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
-        return self.sample(batch_size, derived_generator(self.seed, TRAIN_STREAM, step))
+        return self.sample_with_periods(batch_size, derived_generator(self.seed, TRAIN_STREAM, step))[0]
+
+    def _eval_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample_with_periods(self.eval_size, derived_generator(self.seed, EVAL_STREAM))
 
     def eval_tokens(self) -> torch.Tensor:
-        return self.sample(self.eval_size, derived_generator(self.seed, EVAL_STREAM))
+        return self._eval_sample()[0]
+
+    def repeated_mask(self, periods: torch.Tensor) -> torch.Tensor:
+        """(batch, seq_len - 1) mask of loss columns predicting a repeated token (t + 1 >= period)."""
+        targets = torch.arange(1, self.seq_len)
+        return targets[None, :] >= periods[:, None]
 
     def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
-        """`eval/loss_repeated`: mean loss of predicting tokens of the copy (positions >= prefix);
-        `eval/loss_random`: of the random prefix; `eval/icl_score`: late minus early position."""
-        first_repeated = self.prefix - 1  # column t predicts token t+1
+        """On the eval set (nats): `eval/loss_repeated`, the mean loss of predicting repeated
+        tokens; `eval/loss_random`, of the first random block; `eval/icl_score`, loss at the last
+        position minus loss at the first position."""
+        mask = self.repeated_mask(self._eval_sample()[1])
         return {
-            "eval/loss_random": float(token_losses[:, :first_repeated].mean()),
-            "eval/loss_repeated": float(token_losses[:, first_repeated:].mean()),
-            "eval/icl_score": icl_score(token_losses, early=first_repeated // 2, late=token_losses.shape[1] - 1),
+            "eval/loss_random": float(token_losses[~mask].mean()),
+            "eval/loss_repeated": float(token_losses[mask].mean()),
+            "eval/icl_score": icl_score(token_losses, early=0, late=token_losses.shape[1] - 1),
         }

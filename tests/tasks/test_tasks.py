@@ -7,13 +7,22 @@ from devinterp.tasks import InductionTask, MarkovICLTask, TextTask, derived_gene
 
 @settings(max_examples=25, deadline=None)
 @given(vocab=st.integers(2, 50), seq_len=st.integers(4, 40), step=st.integers(0, 10**6), seed=st.integers(0, 100))
-def test_induction_batches_repeat_their_prefix(vocab, seq_len, step, seed):
+def test_induction_sequences_repeat_with_their_period(vocab, seq_len, step, seed):
     task = InductionTask(vocab_size=vocab, seq_len=seq_len, seed=seed)
-    batch = task.train_batch(step, 5)
+    batch, periods = task.sample_with_periods(5, derived_generator(seed, 0, step))
+    assert torch.equal(batch, task.train_batch(step, 5))
     assert batch.shape == (5, seq_len) and batch.dtype == torch.long
     assert batch.min() >= 0 and batch.max() < vocab
-    p = task.prefix
-    assert torch.equal(batch[:, p : 2 * p], batch[:, : min(p, seq_len - p)])
+    low, high = task.periods
+    for tokens, period in zip(batch, periods.tolist()):
+        assert low <= period <= high
+        assert torch.equal(tokens[period:], tokens[: seq_len - period])
+
+
+def test_induction_periods_vary_so_position_alone_cannot_predict():
+    task = InductionTask(vocab_size=64, seq_len=64, seed=0)
+    _, periods = task.sample_with_periods(200, derived_generator(0, 0, 0))
+    assert periods.unique().numel() > 10
 
 
 def test_tasks_are_deterministic_per_step_and_seed():
@@ -31,13 +40,15 @@ def test_derived_generator_does_not_touch_global_rng():
     assert torch.equal(before, torch.get_rng_state())
 
 
-def test_induction_metrics_split_random_and_repeated_halves():
-    task = InductionTask(vocab_size=8, seq_len=8, seed=0)
-    losses = torch.zeros(2, 7)
-    losses[:, :3] = 2.0  # predicting tokens 1..3 (random prefix)
+def test_induction_metrics_split_random_and_repeated_tokens():
+    task = InductionTask(vocab_size=8, seq_len=12, seed=0, eval_size=6)
+    _, periods = task._eval_sample()
+    mask = task.repeated_mask(periods)
+    losses = torch.where(mask, 0.0, 2.0)  # a perfect induction model
     metrics = task.eval_metrics(losses)
     assert metrics["eval/loss_random"] == 2.0 and metrics["eval/loss_repeated"] == 0.0
     assert metrics["eval/icl_score"] == -2.0
+    assert mask[:, 0].logical_not().all() and mask[:, -1].all()
 
 
 def test_markov_sequences_follow_a_chain():

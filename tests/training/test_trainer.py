@@ -17,9 +17,9 @@ from devinterp.store.run_dir import read_status
 from devinterp.train import compose_train_config, run
 from devinterp.training.schedule import checkpoint_schedule
 
-INDUCTION_FAST = ["steps=200", "checkpoints.log=0", "checkpoints.linear=9", "task.vocab_size=16",
-                  "task.seq_len=32", "task.eval_size=128", "model.d_model=32", "model.n_heads=2",
-                  "batch_size=32", "optim.lr=3e-3", "progress=false"]
+# The default model and task, shortened: the induction bump comes at ~300 steps.
+INDUCTION_FAST = ["steps=500", "checkpoints.log=0", "checkpoints.linear=6", "task.eval_size=128",
+                  "callbacks=[loss]", "progress=false"]
 
 
 def train(overrides):
@@ -41,9 +41,9 @@ def test_short_run_learns_induction(tmp_path):
     metrics = read_metrics(result.run_dir)
     repeated = metric_series(metrics, "eval/loss_repeated")
     random_half = metric_series(metrics, "eval/loss_random")
-    assert repeated.iloc[0] > 0.9 * math.log(16)  # starts at chance
-    assert repeated.iloc[-1] < 0.3 * math.log(16)  # the copy becomes predictable
-    assert random_half.iloc[-1] > 0.9 * math.log(16)  # the random half cannot be
+    assert repeated.iloc[0] > 0.95 * math.log(64)  # starts at chance
+    assert repeated.iloc[-1] < 0.3 * math.log(64)  # the repeats become predictable
+    assert random_half.iloc[-1] > 0.9 * math.log(64)  # the random block cannot be
     assert read_status(result.run_dir)["state"] == "finished"
 
 

@@ -1,0 +1,83 @@
+"""`devinterp-analyze` (also `python -m devinterp.analyze`): callbacks over saved checkpoints.
+
+    devinterp-analyze run_dir=runs/induction/<run>                  # default callbacks
+    devinterp-analyze run_dir=... callbacks=[loss,induction]         # a chosen set
+    devinterp-analyze run_dir=... callbacks.induction.num_sequences=128   # new settings: new entries
+    devinterp-analyze run_dir=... executor=process                   # this machine's cores
+    devinterp-analyze run_dir=... executor=ray executor.address=auto # an existing Ray cluster
+
+Re-running skips (checkpoint, callback, settings) results already stored. Prints the time split
+per callback at the end. Bad configuration exits with code 2 and one line.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from devinterp import checkpoints
+from devinterp.callbacks import build_callbacks
+from devinterp.cli_errors import preflight
+from devinterp.config import AnalyzeConfig, ConfigError, ExecutorName, register_configs
+from devinterp.store.run_dir import CONFIG_FILE
+from devinterp.training.trainer import resolve_device
+
+PROG = "devinterp-analyze"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+register_configs()
+
+
+def check_analyze_config(cfg: DictConfig) -> None:
+    analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
+    run_dir = Path(analyze_cfg.run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
+    available = [info.step for info in checkpoints.list_checkpoints(run_dir)]
+    if not available:
+        raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: the run has no complete checkpoint yet")
+    missing = sorted(set(analyze_cfg.steps or []) - set(available))
+    if missing:
+        raise ConfigError(f"steps={missing}: no checkpoint at these steps in {run_dir}")
+    if analyze_cfg.executor.name == ExecutorName.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("executor=ray: Ray is not installed (pip install -e '.[ray]')") from None
+    if not build_callbacks(cfg.callbacks):
+        raise ConfigError("callbacks: none selected")
+
+
+def run_analysis(cfg: DictConfig):
+    from devinterp.analysis import analyze
+
+    analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
+    result = analyze(
+        Path(analyze_cfg.run_dir),
+        build_callbacks(cfg.callbacks),
+        executor=analyze_cfg.executor,
+        device=str(resolve_device(analyze_cfg.device)),
+        steps=analyze_cfg.steps,
+        progress=analyze_cfg.progress,
+    )
+    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(result.callback_seconds.items()))
+    print(f"analysed {len(result.steps_analysed)} checkpoints of {result.run_dir} in {result.seconds:.1f} s"
+          + (f" (callbacks: {split})" if split else " (nothing left to do)"))
+    if result.failures:
+        print(f"{result.failures} callback runs failed; see {result.run_dir / 'failures'}", file=sys.stderr)
+    return result
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="analyze", version_base="1.3")
+def hydra_app(cfg: DictConfig) -> None:
+    run_analysis(cfg)
+
+
+def main() -> None:
+    preflight(PROG, CONFIG_DIR, "analyze", sys.argv[1:], check=check_analyze_config, error_types=(ConfigError,))
+    hydra_app()
+
+
+if __name__ == "__main__":
+    main()
