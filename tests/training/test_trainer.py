@@ -171,3 +171,21 @@ def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
     result = train([*overrides, "task=text", f"task.path={corpus}", "task.seq_len=16", "task.eval_size=8",
                     "steps=10", "checkpoints.log=2", "checkpoints.linear=2"])
     assert checkpoints.load(result.run_dir, 10).config.vocab_size == 256
+
+
+def test_a_failing_callback_does_not_stop_training(tmp_path, tiny_overrides, monkeypatch):
+    from devinterp.callbacks import Callback, WeightsCallback
+    from devinterp.store.results import ResultStore
+
+    class AlwaysFails(Callback):
+        name = "always_fails"
+
+        def on_checkpoint(self, ctx):
+            raise ValueError("deliberately broken")
+
+    monkeypatch.setattr("devinterp.train.build_callbacks", lambda cfg: [AlwaysFails(), WeightsCallback()])
+    result = train(tiny_overrides)
+    assert read_status(result.run_dir)["state"] == "finished"
+    failures = ResultStore(result.run_dir).failures()
+    assert sorted(f["step"] for f in failures) == checkpoint_schedule(30, 4, 4)
+    assert len(metric_series(read_metrics(result.run_dir), "weights/norm")) == len(failures)

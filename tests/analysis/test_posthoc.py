@@ -1,0 +1,90 @@
+"""Post-hoc analysis equals the live one, is resumable, and does not depend on the executor."""
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+
+from devinterp import analyze as analyze_cli
+from devinterp.analysis import ExecutorConfig, analyze
+from devinterp.callbacks import GradsCallback, InductionCallback, LossCallback, WeightsCallback
+from devinterp.config import ExecutorName
+from devinterp.store import read_metrics
+from devinterp.train import compose_train_config, run
+
+CALLBACKS = "callbacks=[loss,induction,weights,grads]"
+
+
+def callbacks():
+    return [LossCallback(), InductionCallback(num_sequences=16), WeightsCallback(), GradsCallback(num_samples=32)]
+
+
+def callback_rows(run_dir):
+    frame = read_metrics(run_dir)
+    frame = frame[frame.callback != "train"]
+    return frame.sort_values(["step", "name"]).reset_index(drop=True)[["step", "name", "value", "callback"]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The same short run twice: with live callbacks, and without any (to analyse post hoc)."""
+    root = tmp_path_factory.mktemp("runs")
+    base = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "task.vocab_size=16",
+            "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
+            "train_sample_size=64"]
+    settings = ["callbacks.induction.num_sequences=16", "callbacks.grads.num_samples=32"]
+    live = run(compose_train_config([*base, CALLBACKS, *settings, f"run_dir={root / 'live'}"]), [])
+    bare = run(compose_train_config([*base, "callbacks=[]", f"run_dir={root / 'bare'}"]), [])
+    return live.run_dir, bare.run_dir
+
+
+def test_posthoc_equals_online_and_is_incremental(trained, tmp_path):
+    live, bare = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(bare, run_dir)
+    first = analyze(run_dir, callbacks(), steps=[0, 20], progress=False)  # an analysis "killed" early
+    assert first.steps_analysed == [0, 20]
+    rest = analyze(run_dir, callbacks(), progress=False)
+    assert 0 not in rest.steps_analysed and 20 not in rest.steps_analysed and rest.steps_analysed
+    assert analyze(run_dir, callbacks(), progress=False).steps_analysed == []  # finished: a no-op
+    pd.testing.assert_frame_equal(callback_rows(run_dir), callback_rows(live), check_exact=False, rtol=1e-6)
+
+
+def test_changed_settings_add_entries_instead_of_overwriting(trained, tmp_path):
+    _, bare = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(bare, run_dir)
+    analyze(run_dir, [InductionCallback(num_sequences=16)], progress=False)
+    result = analyze(run_dir, [InductionCallback(num_sequences=8)], progress=False)
+    assert result.steps_analysed  # new settings: computed again
+    everything = read_metrics(run_dir, latest_only=False)
+    assert everything[everything.callback == "induction"]["settings"].nunique() == 2
+
+
+@pytest.mark.parametrize("executor", [ExecutorName.process, pytest.param(ExecutorName.ray, marks=pytest.mark.slow)])
+def test_parallel_executors_match_serial(trained, tmp_path, executor):
+    _, bare = trained
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    shutil.copytree(bare, serial)
+    shutil.copytree(bare, parallel)
+    analyze(serial, callbacks(), progress=False)
+    config = ExecutorConfig(name=executor, num_workers=2)
+    result = analyze(parallel, callbacks(), executor=config, progress=False)
+    assert result.callback_seconds and set(result.callback_seconds) == {"loss", "induction", "weights", "grads"}
+    pd.testing.assert_frame_equal(callback_rows(parallel), callback_rows(serial), check_exact=True)
+
+
+def test_analyze_cli(trained, tmp_path, monkeypatch, capsys):
+    _, bare = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(bare, run_dir)
+    monkeypatch.setattr(sys, "argv", ["devinterp-analyze", f"run_dir={run_dir}", "callbacks=[loss,weights]",
+                                      "progress=false"])
+    analyze_cli.main()
+    out = capsys.readouterr().out
+    assert "analysed" in out and "loss" in out and "weights" in out
+    assert set(callback_rows(run_dir)["callback"]) == {"loss", "weights"}
+    monkeypatch.setattr(sys, "argv", ["devinterp-analyze", f"run_dir={tmp_path / 'nothing'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        analyze_cli.main()
+    assert exit_info.value.code == 2 and "run_dir=" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from devinterp.callbacks import (CallbackContext, CallbackRunner, GradsCallback, InductionCallback, LossCallback,
+                                 RunData, Schedule, WeightsCallback, build_callbacks, derive_seed)
+from devinterp.config import ConfigError
+from devinterp.models import AttnOnlyConfig, AttnOnlyTransformer
+from devinterp.store import read_metrics
+from devinterp.store.results import ResultStore
+from devinterp.tasks import InductionTask
+
+
+def test_schedule_due_steps():
+    ckpts = [0, 1, 2, 4, 8, 16, 32, 64, 100]
+    assert Schedule().due_steps(ckpts, 100) == set(ckpts)
+    assert Schedule(checkpoint_stride=3).due_steps(ckpts, 100) == {0, 4, 32, 100}
+    assert Schedule(at_checkpoints=False, every=50).due_steps(ckpts, 100) == {0, 50, 100}
+    assert Schedule(at_checkpoints=False, steps=(3, 7, 500)).due_steps(ckpts, 100) == {3, 7}
+    with pytest.raises(ValueError):
+        Schedule(checkpoint_stride=0)
+
+
+def test_derived_seeds_depend_on_step_and_name_only():
+    assert derive_seed(0, 10, "llc") == derive_seed(0, 10, "llc")
+    assert len({derive_seed(0, 10, "llc"), derive_seed(0, 11, "llc"), derive_seed(0, 10, "hessian"),
+                derive_seed(1, 10, "llc")}) == 4
+
+
+def test_settings_are_validated_and_hashed():
+    assert LossCallback(batch_size=8).settings_hash != LossCallback(batch_size=16).settings_hash
+    assert LossCallback(batch_size=8).settings_hash == LossCallback(batch_size=8, schedule={"every": 5}).settings_hash
+    with pytest.raises(ConfigError, match="callbacks.loss"):
+        LossCallback(bogus=1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        LossCallback(batch_size="many")
+    with pytest.raises(ConfigError, match="callbacks.loss"):
+        LossCallback(schedule={"evry": 5})
+
+
+def test_build_callbacks_from_config():
+    callbacks = build_callbacks({"loss": {"_target_": "devinterp.callbacks.LossCallback", "batch_size": 8},
+                                 "grads": None})
+    assert [c.name for c in callbacks] == ["loss"] and callbacks[0].config.batch_size == 8
+    with pytest.raises(ConfigError, match="callbacks.loss"):
+        build_callbacks({"loss": {"_target_": "devinterp.callbacks.LossCallback", "batch_sz": 8}})
+
+
+class PerfectPatternsModel(torch.nn.Module):
+    """Head 0 attends from i to i - period + 1 (prefix matching), head 1 to i - 1 (previous token)."""
+
+    config = SimpleNamespace(vocab_size=10)
+
+    def forward(self, tokens, output_attentions=False):
+        batch, seq = tokens.shape
+        period = seq // 2
+        pattern = torch.zeros(batch, 2, seq, seq)
+        for i in range(seq):
+            pattern[:, 0, i, i - period + 1 if i >= period else 0] = 1.0
+            pattern[:, 1, i, max(i - 1, 0)] = 1.0
+        return SimpleNamespace(logits=torch.zeros(batch, seq, 10), attentions=(pattern,))
+
+
+def context(model, step=0, seed=0, tokens=None):
+    task = InductionTask(vocab_size=10, seq_len=12, seed=0, eval_size=16)
+    tokens = task.eval_tokens() if tokens is None else tokens
+    return CallbackContext(step, model, task, tokens, task.train_batch(0, 16), torch.device("cpu"), seed)
+
+
+def test_induction_scores_on_known_attention_patterns():
+    scalars = InductionCallback().on_checkpoint(context(PerfectPatternsModel())).scalars
+    assert scalars["induction/prefix_matching/L0H0"] == pytest.approx(1.0)
+    assert scalars["induction/previous_token/L0H1"] == pytest.approx(1.0)
+    assert scalars["induction/prefix_matching/L0H1"] < 0.2
+    assert scalars["induction/previous_token/L0H0"] < 0.2
+
+
+def test_weights_and_grads_callbacks():
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=2)).eval()
+    initial = {k: v.clone() + 1.0 for k, v in model.state_dict().items()}
+    ctx = context(model)
+    ctx.initial_state = initial
+    weights = WeightsCallback().on_checkpoint(ctx).scalars
+    n_params = sum(p.numel() for p in model.parameters())
+    assert weights["weights/distance_from_init"] == pytest.approx(n_params**0.5, rel=1e-6)
+    groups = [k for k in weights if k.startswith("weights/norm/")]
+    assert {"weights/norm/blocks.0", "weights/norm/blocks.1", "weights/norm/embed"}.issubset(groups)
+    assert weights["weights/norm"] == pytest.approx(sum(weights[g] ** 2 for g in groups) ** 0.5)
+
+    grads = GradsCallback(num_samples=16).on_checkpoint(ctx).scalars
+    tokens = ctx.train_tokens
+    loss = model(tokens, labels=tokens).loss
+    expected = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).norm()
+    assert grads["grads/norm"] == pytest.approx(float(expected), rel=1e-5)
+    assert all(p.grad is None for p in model.parameters())
+
+
+class FailingCallback(LossCallback):
+    name = "failing"
+
+    def on_checkpoint(self, ctx):
+        if ctx.step == 2:
+            raise RuntimeError("deliberate failure")
+        return super().on_checkpoint(ctx)
+
+
+def test_failing_callback_is_isolated_and_recorded(tmp_path):
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1))
+    task = InductionTask(vocab_size=10, seq_len=12, seed=0, eval_size=8)
+    data = RunData(task, task.eval_tokens(), task.train_batch(0, 8), seed=0, run_dir=tmp_path)
+    store = ResultStore(tmp_path)
+    runner = CallbackRunner([FailingCallback(), WeightsCallback()], data, store, [0, 2, 4], 4)
+    rng_before = torch.get_rng_state()
+    for step in (0, 2, 4):
+        runner.run(step, model, torch.device("cpu"))
+    assert torch.equal(rng_before, torch.get_rng_state())  # callbacks do not move the global RNG
+    metrics = read_metrics(tmp_path)
+    assert sorted(metrics[metrics.callback == "failing"]["step"].unique()) == [0, 4]
+    assert sorted(metrics[metrics.callback == "weights"]["step"].unique()) == [0, 2, 4]
+    [failure] = store.failures()
+    assert failure["step"] == 2 and "deliberate failure" in failure["traceback"]
+    # the failure is retried by a later runner (it does not count as done)
+    assert [c.name for c in CallbackRunner([FailingCallback()], data, store, [0, 2, 4], 4).pending(2)] == ["failing"]
+
+
+def test_result_arrays_round_trip(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(7, "loss", "abc123", {"eval/loss": 1.5}, {"eval/loss_by_position": np.arange(3.0)})
+    assert (7, "loss", "abc123") in store.completed()
+    assert np.array_equal(store.load_arrays("loss", "abc123", 7)["eval/loss_by_position"], np.arange(3.0))
