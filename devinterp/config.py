@@ -196,6 +196,17 @@ class AnalyzeConfig:
     progress: bool = True
 
 
+# ----------------------------------------------------------------------------- report.yaml
+@dataclass
+class ReportConfig:
+    run_dir: str = MISSING
+    llc: str = "llc/mean"  # metric whose critical points bound the stages
+    llc_std: Optional[str] = "llc/std"  # its chain-to-chain spread
+    loss: str = "eval/loss"
+    ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
+    device: Device = Device.auto
+
+
 def register_configs() -> None:
     """Register the schemas; YAML files in configs/ extend them via their defaults lists."""
     cs = ConfigStore.instance()
@@ -209,6 +220,7 @@ def register_configs() -> None:
     cs.store(group="checkpoints", name="checkpoints_schema", node=CheckpointConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
+    cs.store(name="report_schema", node=ReportConfig)
     cs.store(group="executor", name="executor_schema", node=ExecutorConfig)
 
 

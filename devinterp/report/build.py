@@ -1,0 +1,124 @@
+"""`devinterp-report`: stages, figures and a self-contained HTML page for one run.
+
+Writes `<run_dir>/report/`: `index.html` (figures embedded, opens offline), the PNG figures,
+`stages.csv` (detect_transitions' table) and `essential_dynamics.csv` (candidate boundaries).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from devinterp.report import figures
+from devinterp.store.atomic import atomic_write_text
+from devinterp.store.metrics import read_metrics
+
+log = logging.getLogger(__name__)
+REPORT_DIRNAME = "report"
+STAGE_COLUMNS = ["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end",
+                 "confidence", "evidence"]
+
+
+@dataclass
+class Report:
+    directory: Path
+    stages: pd.DataFrame
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ed_boundaries: list[int] = field(default_factory=list)
+
+
+def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None, notes: list[str]) -> pd.DataFrame:
+    from devinterp.transitions import detect_transitions
+
+    if not (metrics["name"] == llc).any():
+        notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
+        return pd.DataFrame(columns=STAGE_COLUMNS)
+    try:
+        return detect_transitions(metrics, llc=llc, loss=loss if (metrics["name"] == loss).any() else None,
+                                  llc_std=llc_std if llc_std and (metrics["name"] == llc_std).any() else None,
+                                  icl_score="eval/icl_score", prefix_matching="induction/prefix_matching_max")
+    except ValueError as e:
+        notes.append(f"Stage detection not possible: {e}")
+        return pd.DataFrame(columns=STAGE_COLUMNS)
+
+
+def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", llc_std: str | None = "llc/std",
+                 ed_examples: int = 32, device: str = "cpu") -> Report:
+    run_dir = Path(run_dir)
+    out = run_dir / REPORT_DIRNAME
+    out.mkdir(exist_ok=True)
+    metrics = read_metrics(run_dir)
+    notes: list[str] = []
+    stages = find_stages(metrics, llc, loss, llc_std, notes)
+    atomic_write_text(out / "stages.csv", stages.to_csv(index=False))
+
+    made = [
+        figures.line_plot(metrics, stages, {"train/loss": "train (batch)", "eval/loss": "eval",
+                                            "eval/loss_repeated": "eval, repeated tokens"},
+                          "Loss", "cross-entropy (nats)", out / "loss.png"),
+        figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)"}, "Local learning coefficient",
+                          "λ̂", out / "llc.png", band=(llc, llc_std) if llc_std else None),
+        figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",
+                          "eigenvalue", out / "hessian_top.png"),
+        figures.line_plot(metrics, stages, {"hessian/trace": "trace"}, "Hessian: trace", "tr(H)",
+                          out / "hessian_trace.png"),
+        figures.line_plot(metrics, stages, {"eval/icl_score": "eval set", "induction/icl_score": "repeated-token probe"},
+                          "In-context learning score (late minus early loss)", "nats", out / "icl_score.png"),
+        figures.heads_plot(metrics, stages, "induction/prefix_matching/", "Prefix-matching (induction) score per head",
+                           out / "prefix_matching.png"),
+        figures.heads_plot(metrics, stages, "induction/previous_token/", "Previous-token score per head",
+                           out / "previous_token.png"),
+    ]
+    ed_boundaries: list[int] = []
+    try:
+        from devinterp.analysis.outputs import checkpoint_outputs
+        from devinterp.transitions import essential_dynamics
+
+        steps, outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
+        ed = essential_dynamics(outputs, steps)
+        ed_boundaries = [int(s) for s in ed.boundary_steps]
+        made.append(figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png"))
+        atomic_write_text(out / "essential_dynamics.csv",
+                          pd.DataFrame({"boundary_step": ed_boundaries}).to_csv(index=False))
+    except (ValueError, FileNotFoundError) as e:
+        notes.append(f"Essential dynamics not possible: {e}")
+    report = Report(out, stages, [p for p in made if p is not None], notes, ed_boundaries)
+    atomic_write_text(out / "index.html", render_html(run_dir, report))
+    return report
+
+
+def render_html(run_dir: Path, report: Report) -> str:
+    """One self-contained page: figures inlined as base64 PNG, no external assets."""
+    rows = "".join(
+        f"<tr class='t{html.escape(str(s.type))}'><td>{i + 1}</td><td>{s.type}</td><td>{s.start_step}</td>"
+        f"<td>{s.end_step}</td><td>{s.llc_start:.3g} → {s.llc_end:.3g}</td><td>{s.loss_start:.3g} → {s.loss_end:.3g}</td>"
+        f"<td>{s.confidence:.3f}</td><td>{html.escape(str(s.evidence))}</td></tr>"
+        for i, s in enumerate(report.stages.itertuples()))
+    images = "".join(
+        f"<figure><img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+        f"</figure>" for p in report.figures)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
+    ed = ", ".join(map(str, report.ed_boundaries)) or "none"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>devinterp report: {html.escape(run_dir.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+tr.tA td:nth-child(2) {{ color: #d62728; font-weight: bold; }} tr.tB td:nth-child(2) {{ color: #1f77b4; font-weight: bold; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Developmental stages of {html.escape(str(run_dir))}</h1>
+<p>Stage boundaries are critical points of the smoothed LLC curve against ln(step + 1). <b style="color:#d62728">Type A</b>:
+LLC rises (complexity grows), loss usually falls. <b style="color:#1f77b4">Type B</b>: LLC falls while the loss
+changes little. Confidence: posterior probability that the LLC moved in the stage's direction.</p>
+<table><tr><th>#</th><th>type</th><th>start step</th><th>end step</th><th>LLC</th><th>loss</th><th>confidence</th><th>evidence</th></tr>{rows}</table>
+<p>Essential-dynamics boundary candidates (steps): {ed}</p>
+<ul>{notes}</ul>
+{images}
+</body></html>
+"""

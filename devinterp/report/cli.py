@@ -1,0 +1,56 @@
+"""`devinterp-report run_dir=...` (also `python -m devinterp.report.cli`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from devinterp.cli_errors import preflight
+from devinterp.config import ConfigError, ReportConfig, register_configs
+from devinterp.store.run_dir import CONFIG_FILE
+
+PROG = "devinterp-report"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+register_configs()
+
+
+def check_report_config(cfg: DictConfig) -> None:
+    report_cfg: ReportConfig = OmegaConf.to_object(cfg)
+    if not (Path(report_cfg.run_dir) / CONFIG_FILE).is_file():
+        raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
+    if report_cfg.ed_examples <= 0:
+        raise ConfigError(f"ed_examples={report_cfg.ed_examples}: must be positive")
+
+
+def print_stages(stages) -> None:
+    if stages.empty:
+        print("no stages detected")
+        return
+    table = stages[["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end", "confidence"]]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="report", version_base="1.3")
+def hydra_app(cfg: DictConfig) -> None:
+    from devinterp.report import build_report
+    from devinterp.training.trainer import resolve_device
+
+    report_cfg: ReportConfig = OmegaConf.to_object(cfg)
+    report = build_report(Path(report_cfg.run_dir), llc=report_cfg.llc, loss=report_cfg.loss,
+                          llc_std=report_cfg.llc_std, ed_examples=report_cfg.ed_examples,
+                          device=str(resolve_device(report_cfg.device)))
+    print_stages(report.stages)
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report: {report.directory / 'index.html'}")
+
+
+def main() -> None:
+    preflight(PROG, CONFIG_DIR, "report", sys.argv[1:], check=check_report_config, error_types=(ConfigError,))
+    hydra_app()
+
+
+if __name__ == "__main__":
+    main()
