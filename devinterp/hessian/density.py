@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.special
 import torch
 
 from devinterp.hessian.lanczos import lanczos, random_unit_vector, tridiagonal_eigh
@@ -33,8 +32,8 @@ class SpectralDensity:
         padded with nodes 0 of weight 0.
     grid, values: the density smoothed with Gaussians of width `sigma`, on an even grid covering
         the nodes +- 5 sigma.
-    zero_band, mass_near_zero: the smoothed density's mass on [-zero_band, zero_band] (by default
-        zero_band = sigma), i.e. the estimated fraction of eigenvalues near zero.
+    zero_band, mass_near_zero: `mass_within(zero_band)`, the estimated fraction of eigenvalues in
+        [-zero_band, zero_band] (by default zero_band = sigma).
     """
 
     nodes: np.ndarray
@@ -55,12 +54,10 @@ class SpectralDensity:
         kernel = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
         return kernel @ self.weights.reshape(-1) / self.nodes.shape[0]
 
-    def mass_within(self, band: float, sigma: float | None = None) -> float:
-        """Mass of the density smoothed with width `sigma` (default: self.sigma) on [-band, band]."""
-        sigma = self.sigma if sigma is None else sigma
-        upper = scipy.special.ndtr((band - self.nodes) / sigma)
-        lower = scipy.special.ndtr((-band - self.nodes) / sigma)
-        return float(np.sum(self.weights * (upper - lower)) / self.nodes.shape[0])
+    def mass_within(self, band: float) -> float:
+        """Estimated fraction of eigenvalues in [-band, band]: the quadrature weight of the nodes there
+        (unsmoothed, since smoothing would spread a spike at zero beyond a narrow band)."""
+        return float(np.sum(self.weights * (np.abs(self.nodes) <= band)) / self.nodes.shape[0])
 
 
 def quadrature_rule(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,5 +109,5 @@ def slq_density(
         values=partial.smoothed(grid, sigma),
         sigma=sigma,
         zero_band=zero_band,
-        mass_near_zero=partial.mass_within(zero_band, sigma),
+        mass_near_zero=partial.mass_within(zero_band),
     )
