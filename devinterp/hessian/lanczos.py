@@ -35,12 +35,15 @@ class LanczosRun:
     """The output of `lanczos`: T's coefficients and (optionally) the orthonormal basis.
 
     alphas: (m,) diagonal of T.  betas: (m,) where betas[:-1] is T's off-diagonal and betas[-1] the
-    norm of the last residual (0 after a breakdown). basis: (m, dim) rows v_1..v_m, or None.
+    norm of the last residual (tiny if the run stopped at a breakdown). basis: (m, dim) rows, or None.
     """
 
     alphas: np.ndarray
     betas: np.ndarray
     basis: torch.Tensor | None
+    # Largest residual norm dropped at a restart after breakdown (T's off-diagonal set to 0 there);
+    # it bounds the perturbation this makes, so it is added to every Ritz residual.
+    truncation: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -52,7 +55,7 @@ class LanczosRun:
 
     def ritz_residuals(self, eigvecs: np.ndarray) -> np.ndarray:
         """Residual norms ||H y_i - theta_i y_i|| of the Ritz pairs given T's eigenvectors."""
-        return np.abs(self.betas[-1] * eigvecs[-1, :])
+        return np.abs(self.betas[-1] * eigvecs[-1, :]) + self.truncation
 
 
 def tridiagonal_eigh(alphas: np.ndarray, off_diagonal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +106,7 @@ def lanczos(
     basis[0] = v0.to(device=op.device, dtype=op.dtype) / v0.norm()
     alphas: list[float] = []
     betas: list[float] = []
+    truncation = 0.0
     # Breakdown threshold: relative to the largest coefficient seen (an estimate of ||H||).
     eps = torch.finfo(op.dtype).eps
     scale = 0.0
@@ -113,23 +117,23 @@ def lanczos(
         beta = float(w.norm())
         alphas.append(alpha)
         scale = max(scale, abs(alpha), beta)
-        breakdown = beta <= 100 * eps * max(scale, np.finfo(np.float64).tiny)
+        breakdown = beta <= 10 * eps * max(scale, np.finfo(np.float64).tiny)
         last = j + 1 == steps
-        if breakdown:
+        if breakdown and restart_on_breakdown and not last:
+            truncation = max(truncation, beta)
             beta = 0.0
-            if restart_on_breakdown and not last:
-                w = _orthogonalise(random_unit_vector(op.dim, generator, op.dtype, op.device), basis[: j + 1])
-                basis[j + 1] = w / w.norm()
-        elif not last:
+            w = _orthogonalise(random_unit_vector(op.dim, generator, op.dtype, op.device), basis[: j + 1])
+            basis[j + 1] = w / w.norm()
+        elif not breakdown and not last:
             basis[j + 1] = w / beta
         betas.append(beta)
         stop = last or (breakdown and not restart_on_breakdown)
         if not stop and should_stop is not None:
-            stop = should_stop(LanczosRun(np.array(alphas), np.array(betas), None))
+            stop = should_stop(LanczosRun(np.array(alphas), np.array(betas), None, truncation))
         if stop:
             break
     m = len(alphas)
-    return LanczosRun(np.array(alphas), np.array(betas), basis[:m] if keep_basis else None)
+    return LanczosRun(np.array(alphas), np.array(betas), basis[:m] if keep_basis else None, truncation)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def test_against_exact_spectrum(name, request):
     dim = len(exact)
     res = hessian_spectrum(
         problem.model, problem.loss_fn, problem.batches,
-        lanczos_steps=dim, tol=1e-10, density_probes=6, trace_probes=30,
+        lanczos_steps=60, tol=1e-10, density_probes=6, trace_probes=30,
     )
     assert res.dim == dim and res.converged
     assert relative_errors(res.top.values, exact[::-1][:5]).max() <= 1e-6
@@ -52,8 +52,9 @@ def test_against_exact_spectrum(name, request):
         per_probe_sd = np.sqrt(2 * (float((hk**2).sum()) - float((hk.diagonal() ** 2).sum()))) / dim
         assert abs(density.moment(k) - np.mean(exact**k)) <= 4 * per_probe_sd / np.sqrt(6)
     assert np.trapezoid(density.values, density.grid) == pytest.approx(1.0, abs=1e-3)
-    assert 0.0 <= density.mass_near_zero <= 1.0
-    assert res.num_hvps <= dim + 30 + 6 * dim
+    exact_fraction = np.mean(np.abs(exact) <= density.zero_band)
+    assert abs(density.mass_near_zero - exact_fraction) <= 0.1
+    assert res.num_hvps <= 60 + 30 + 6 * 60
 
 
 def test_unconverged_run_warns_and_residuals_bound_the_error(attn_problem):
@@ -112,8 +113,8 @@ def test_default_settings_on_small_float32_models(arch):
         else:
             model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=16, n_embd=16, n_layer=1, n_head=2,
                                                attn_implementation="eager"))
-    x = torch.randint(0, 16, (24, 16), generator=torch.Generator().manual_seed(0))
-    batches = [(c,) for c in x.split(10)]  # 10, 10, 4
+    x = torch.randint(0, 16, (12, 8), generator=torch.Generator().manual_seed(0))
+    batches = [(c,) for c in x.split(5)]  # 5, 5, 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # convergence at tol=1e-4 is model-dependent
         res = hessian_spectrum(model, lm_loss, batches)
