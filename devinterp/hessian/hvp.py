@@ -30,7 +30,9 @@ from devinterp.params import ParamSelector, select_parameters
 HVPMethod = Literal["jvp", "double_backward"]
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
-# Measured on the attention-only transformer by scripts/bench_hessian.py (see the numbers there).
+# Measured on the default attention-only transformer (46k parameters, CPU, scripts/bench_hessian.py):
+# one HVP costs 3.3x a gradient with double backward vs 3.6x with jvp(grad) (64 x 64 tokens, 1 thread),
+# and 3.5x vs 4.5x (256 x 64 tokens, 2 threads): double backward is the faster of the two here.
 DEFAULT_HVP_METHOD: HVPMethod = "double_backward"
 
 
