@@ -18,11 +18,11 @@ class HessianSettings:
     bottom_k: int = 1
     trace_probes: int = 10
     density: bool = True
-    density_probes: int = 2
+    density_probes: int = 1
     lanczos_steps: int = 30
     tol: float = 1e-3
-    num_samples: int = 128
-    batch_size: int = 128
+    num_samples: int = 32
+    batch_size: int = 32
 
 
 class HessianCallback(Callback):
