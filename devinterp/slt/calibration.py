@@ -1,0 +1,2 @@
+def calibrate(): pass
+class CalibrationResult: pass
