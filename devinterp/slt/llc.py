@@ -135,11 +135,13 @@ def estimate_llc(
     data: a `Dataset`; n = len(data). Each chain draws its own shuffled minibatches of `batch_size`
         (the whole dataset, shared by all chains, when `batch_size >= n`).
     num_chains, num_draws, num_burnin: chains run num_burnin + num_draws steps; burn-in draws are discarded.
-    step_size: SGLD step ε (for `rmsprop_sgld`, ε multiplies the preconditioner 1/(√v + 1e-2)).
+    step_size: SGLD step ε (for `rmsprop_sgld`, ε multiplies the preconditioner 1/(√v + 1) ≤ 1, so it
+        needs larger ε than plain SGLD).
     nbeta: inverse temperature times n; default n / log n with n = len(data).
     localization: γ, the strength of the Gaussian pull towards w*.
     sampler: "sgld" or "rmsprop_sgld" (RMSprop-preconditioned SGLD, Li et al. 2016; the second-moment
-        average v is of the drift nβ∇L + γ(w − w*), decay 0.99, no Γ correction term).
+        average v is of the drift nβ∇L + γ(w − w*), decay 0.999, Adam-style bias correction, no Γ
+        correction term: a heuristic, about +10% on a regular quadratic in our tests).
     params: restrict sampling to some weights (the weight-refined LLC): names, glob patterns or
         per-tensor boolean masks, see `devinterp.params`. The others stay at w*.
     seed: seeds the sampler's own generators (noise and minibatch order); global RNG state is untouched.

@@ -29,10 +29,12 @@ LossFn = Callable[[torch.nn.Module, object], torch.Tensor]
 
 SAMPLERS = ("sgld", "rmsprop_sgld")
 
-# RMSprop-SGLD: moving average of the squared drift, and the floor added to its square root
-# (in drift units, nβ·gradient) so directions with a vanishing drift do not get unbounded steps.
-RMSPROP_ALPHA = 0.99
-RMSPROP_EPS = 1e-2
+# RMSprop-SGLD: decay of the moving average v of the squared drift nβ∇L + γ(w − w*), and the floor
+# added to √v (in drift units). With a floor of 1 the preconditioner 1/(√v + 1) never exceeds 1: a
+# preconditioned step is never larger than the plain SGLD step ε, so chains starting at w* (where the
+# drift vanishes) do not take huge first steps.
+RMSPROP_ALPHA = 0.999
+RMSPROP_EPS = 1.0
 
 # A chain has diverged when its loss is not finite, or when nβ·(L - L_n(w*)) exceeds this many times
 # (number of sampled weights + 1): a single draw's contribution to λ̂ is then more than 20x the
@@ -261,10 +263,11 @@ def run_chains(
                     drift = per_chain(nbetas, w) * grads[name] + per_chain(gammas, w) * displacement
                     if sampler == "rmsprop_sgld":
                         if name not in second_moment:
-                            second_moment[name] = drift**2
-                        else:
-                            second_moment[name].mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
-                        precondition = 1.0 / (second_moment[name].sqrt() + RMSPROP_EPS)
+                            second_moment[name] = torch.zeros_like(w)
+                        moment = second_moment[name]
+                        moment.mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
+                        debiased = moment / (1 - RMSPROP_ALPHA ** (step + 1))  # Adam-style bias correction
+                        precondition = 1.0 / (debiased.sqrt() + RMSPROP_EPS)
                     else:
                         precondition = torch.ones_like(w)
                     step_eps = per_chain(eps, w) * precondition

@@ -58,9 +58,18 @@ class DeepLinearNetwork(torch.nn.Module):
         return x
 
 
-def train_to_minimum(model, loss_fn, data, *, max_iter: int = 2000, tol: float = 1e-9) -> float:
-    """Full-batch L-BFGS on the whole dataset until the gradient norm is below `tol`; returns it."""
+def train_to_minimum(
+    model, loss_fn, data, *, gd_steps: int = 0, lr: float = 0.05, max_iter: int = 2000, tol: float = 1e-9
+) -> float:
+    """Full-batch training on the whole dataset: `gd_steps` of plain gradient descent (which keeps the
+    layers of a deep linear network balanced when started small), then L-BFGS until the gradient norm
+    is below `tol`. Returns the final gradient norm."""
     batch = data.tensors
+    gd = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(gd_steps):
+        gd.zero_grad()
+        loss_fn(model, batch).backward()
+        gd.step()
     optimizer = torch.optim.LBFGS(
         model.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=0.0,
         history_size=50, line_search_fn="strong_wolfe",
@@ -93,9 +102,10 @@ def polynomial_problem(powers, n: int, seed: int):
     return model, data, grad_norm
 
 
-def dln_problem(widths, rank: int, n: int, seed: int, init_scale: float = 0.1):
+def dln_problem(widths, rank: int, n: int, seed: int, init_scale: float = 0.1, gd_steps: int = 2000):
     """Deep linear network data: x ~ N(0, I), y = W0 x + N(0, I) with W0 of the given rank
-    (singular values 1..2); the model is trained from a small init to the empirical minimizer."""
+    (singular values 1..2); the model is trained from a small init to the empirical minimizer
+    (gradient descent, then L-BFGS polish)."""
     gen = torch.Generator().manual_seed(seed)
     d_in, d_out = widths[0], widths[-1]
     left = torch.linalg.qr(torch.randn(d_out, d_out, generator=gen, dtype=torch.float64))[0][:, :rank]
@@ -106,5 +116,5 @@ def dln_problem(widths, rank: int, n: int, seed: int, init_scale: float = 0.1):
     y = x @ w_true.T + torch.randn(n, d_out, generator=gen, dtype=torch.float64)
     data = TensorDataset(x, y)
     model = DeepLinearNetwork(widths, init_scale, gen)
-    grad_norm = train_to_minimum(model, half_squared_error, data)
+    grad_norm = train_to_minimum(model, half_squared_error, data, gd_steps=gd_steps)
     return model, data, grad_norm
