@@ -10,9 +10,10 @@ sound estimate sits on a *plateau* where λ̂ hardly changes with ε. `calibrate
 2. Within each (nβ, γ) group, step sizes are sorted; two neighbouring stable cells **agree** when their
    λ̂ differ by at most `plateau_tolerance` (relative to the larger) or by at most twice their combined
    standard error. A **plateau** is a maximal run of neighbouring cells that agree pairwise.
-3. The recommended cell is the largest step size of the longest plateau (ties: the plateau at larger
-   step sizes), taken over all (nβ, γ) groups, preferring (in this order) a longer plateau, the
-   smaller localization, and nβ closer to n / log n.
+3. Among the (nβ, γ) groups that have a plateau, prefer (in this order) the smallest localization γ
+   (γ biases λ̂ downward, by 1/(1 + γ/(nβ h)) in a regular direction of curvature h), then the longest
+   plateau, then nβ closest to n / log n; recommend the largest step size of that group's longest
+   plateau (ties: the plateau at larger step sizes), since larger steps mix faster.
 4. Without any plateau (no two neighbours agree) it falls back to the largest stable step size, and
    without any stable cell to the smallest step size of the grid, with a warning either way.
 
@@ -165,7 +166,7 @@ def _agree(a: pd.Series, b: pd.Series, num_chains: int, tolerance: float) -> boo
 
 def _choose(table: pd.DataFrame, num_chains: int, tolerance: float, default: float) -> tuple[int, str]:
     """Index of the recommended row (marking `on_plateau` in place) and the reason, per the module rule."""
-    candidates = []  # (plateau length, -localization, -|log nbeta/default|, largest step, row index)
+    candidates = []  # ((-localization, plateau length, -|log nbeta/default|, largest step), row index)
     for (nbeta, localization), group in table.groupby(["nbeta", "localization"], sort=False):
         group = group.sort_values("step_size")
         indices = list(group.index)
@@ -177,13 +178,13 @@ def _choose(table: pd.DataFrame, num_chains: int, tolerance: float, default: flo
                 run = [index]
             if len(run) >= 2:
                 table.loc[run, "on_plateau"] = True
-                key = (len(run), -localization, -abs(math.log(nbeta / default)), table.loc[index, "step_size"])
+                key = (-localization, len(run), -abs(math.log(nbeta / default)), table.loc[index, "step_size"])
                 candidates.append((key, index))
     if candidates:
         key, index = max(candidates, key=lambda c: c[0])
         row = table.loc[index]
         return index, (
-            f"largest step size of the longest λ̂ plateau ({key[0]} step sizes agreeing within the tolerance) "
+            f"largest step size of the longest λ̂ plateau ({key[1]} step sizes agreeing within the tolerance) "
             f"at nbeta={row.nbeta:.4g}, localization={row.localization:.4g}"
         )
     stable = table[table.stable]

@@ -19,9 +19,9 @@ DATA = TensorDataset(torch.zeros(1000, 1))  # nβ = 144.8
 
 def test_calibrate_table_recommendation_and_round_trip():
     model = Potential(torch.zeros(4))
-    step_sizes = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 1e-1]
+    step_sizes = [1e-4, 3e-4, 6e-4, 1e-3, 2e-3, 1e-2, 1e-1]
     result = calibrate(model, quadratic_loss, DATA, step_sizes=step_sizes, localizations=[1.0, 100.0],
-                       num_chains=4, num_draws=200, num_burnin=50, batch_size=1)
+                       num_chains=4, num_draws=400, num_burnin=100, batch_size=1)
     assert isinstance(result, CalibrationResult)
     table = result.table
     assert len(table) == len(step_sizes) * 2
