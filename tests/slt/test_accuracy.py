@@ -78,7 +78,6 @@ def test_polynomial_regression_model_at_the_empirical_minimizer():
 DLN_CASES = [
     ([3, 2, 3], 1),  # RRR, λ = 3.5
     ([4, 2, 3], 0),  # RRR, λ = 3.0
-    ([3, 3, 3], 1),  # RRR, λ = 4.0
     ([2, 2, 2, 2], 1),  # 3-layer DLN, λ = 2.0
     ([3, 2, 2, 3], 1),  # 3-layer DLN, λ = 3.0
 ]
