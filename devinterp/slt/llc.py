@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from devinterp.params import ParamSelector
 from devinterp.slt.diagnostics import effective_sample_size, split_rhat
-from devinterp.slt.sampler import ChainRun, FunctionalProblem, LossFn, run_chains
+from devinterp.slt.sampler import FunctionalProblem, LossFn, run_chains
 
 
 @dataclass(frozen=True)
