@@ -1,0 +1,239 @@
+"""Behaviour of `estimate_llc` beyond accuracy: API, determinism, no side effects, diagnostics."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
+from devinterp.slt import LLCResult, default_nbeta, estimate_llc
+
+from tests.slt.problems import Potential, half_squared_error
+
+
+def quadratic_loss(model, batch):
+    """K(w) = ½ Σ w_i², a regular potential with λ = d/2 (the batch only sets n)."""
+    return 0.5 * (model.w**2).sum()
+
+
+def potential_data(n: int = 1000) -> TensorDataset:
+    return TensorDataset(torch.zeros(n, 1))
+
+
+def small_mlp_problem(n: int = 256):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=gen)
+    y = torch.sin(x.sum(-1, keepdim=True)) + 0.1 * torch.randn(n, 1, generator=gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    return model, TensorDataset(x, y)
+
+
+def tiny_transformer():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=16, n_ctx=16, d_model=16, n_heads=2))
+    data = TensorDataset(torch.randint(0, 16, (64, 16), generator=torch.Generator().manual_seed(1)))
+    return model, data
+
+
+def lm_loss(model, batch):
+    return model(batch[0], labels=batch[0]).loss
+
+
+def test_result_fields_shapes_and_conventions():
+    model = Potential(torch.zeros(4))
+    data = potential_data(1000)
+    res = estimate_llc(model, quadratic_loss, data, num_chains=3, num_draws=50, num_burnin=10, step_size=1e-3)
+    assert isinstance(res, LLCResult)
+    assert res.loss_trace.shape == (3, 50) and res.per_chain.shape == (3,)
+    assert res.nbeta == pytest.approx(1000 / math.log(1000)) == default_nbeta(1000)
+    assert res.init_loss == 0.0
+    assert res.mean == pytest.approx(res.per_chain.mean())
+    assert res.std == pytest.approx(res.per_chain.std(ddof=1))
+    np.testing.assert_allclose(res.per_chain, res.nbeta * (res.loss_trace.mean(axis=1) - res.init_loss))
+    np.testing.assert_allclose(res.llc_trace.mean(axis=1), res.per_chain)
+    d = res.diagnostics
+    for key in ("rhat", "ess", "fraction_below_init", "diverged", "num_diverged", "mean_distance",
+                "negative_llc", "init_grad_norm", "vectorized", "fallback_reason"):
+        assert key in d
+    assert d["vectorized"] and d["fallback_reason"] is None and d["num_diverged"] == 0
+    assert d["num_sampled_params"] == 4 and d["mean_distance"] > 0
+    assert d["fraction_below_init"] == 0.0  # K >= 0 = K(w*)
+
+
+def test_first_draw_is_the_loss_before_any_update():
+    model = Potential(torch.zeros(2))
+    res = estimate_llc(model, quadratic_loss, potential_data(), num_chains=2, num_draws=5)
+    assert (res.loss_trace[:, 0] == 0.0).all() and (res.loss_trace[:, 1:] > 0).all()
+
+
+@pytest.mark.filterwarnings("ignore:estimate_llc. negative LLC")  # the untrained MLP is no minimum
+def test_same_seed_same_result_different_seed_different_chains():
+    model, data = small_mlp_problem()
+    kwargs = dict(num_chains=2, num_draws=30, step_size=1e-4, batch_size=32)
+    a = estimate_llc(model, half_squared_error, data, seed=3, **kwargs)
+    b = estimate_llc(model, half_squared_error, data, seed=3, **kwargs)
+    c = estimate_llc(model, half_squared_error, data, seed=4, **kwargs)
+    np.testing.assert_array_equal(a.loss_trace, b.loss_trace)
+    assert a.mean == b.mean
+    assert not np.allclose(a.loss_trace[:, 1:], c.loss_trace[:, 1:])
+    assert not np.allclose(a.loss_trace[0], a.loss_trace[1])  # chains of one run differ too
+
+
+@pytest.mark.filterwarnings("ignore:estimate_llc. negative LLC")
+def test_model_arguments_and_global_rng_untouched():
+    model, data = small_mlp_problem()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = {"0.weight": torch.ones(8, 3, dtype=torch.bool)}
+    masks_before = {k: v.clone() for k, v in masks.items()}
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
+    estimate_llc(model, half_squared_error, data, num_chains=2, num_draws=20, params=masks)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert masks.keys() == masks_before.keys() and torch.equal(masks["0.weight"], masks_before["0.weight"])
+
+
+def test_params_restricts_sampling_to_the_selected_entries():
+    # K = ½‖w‖² in 6 dimensions: λ = 3 for all weights, 1 when 2 of them are sampled.
+    model = Potential(torch.zeros(6))
+    data = potential_data(20000)
+    kwargs = dict(num_chains=4, num_draws=400, num_burnin=100, step_size=5e-5, localization=0.0)
+    full = estimate_llc(model, quadratic_loss, data, **kwargs)
+    mask = {"w": torch.tensor([True, False, False, True, False, False])}
+    part = estimate_llc(model, quadratic_loss, data, params=mask, **kwargs)
+    assert part.diagnostics["num_sampled_params"] == 2
+    assert full.mean == pytest.approx(3.0, rel=0.15)
+    assert part.mean == pytest.approx(1.0, rel=0.15)
+
+
+def test_all_chains_diverging_warns_and_reports_nan_not_silently():
+    model = Potential(torch.zeros(3))
+    with pytest.warns(RuntimeWarning, match="all 4 chains diverged"):
+        res = estimate_llc(model, quadratic_loss, potential_data(), num_chains=4, num_draws=50, step_size=1.0)
+    assert math.isnan(res.mean) and res.diagnostics["all_diverged"] and res.diagnostics["num_diverged"] == 4
+    assert (res.diagnostics["diverged_at_step"] >= 0).all()
+
+
+def cliff_loss(model, batch):
+    """½w² inside |w| < 2.2, +inf outside: chains that wander out diverge."""
+    w = model.w
+    return torch.where(w.abs() < 2.2, 0.5 * w**2, torch.full_like(w, float("inf"))).sum()
+
+
+def test_some_chains_diverging_are_excluded_with_a_warning():
+    model = Potential(torch.zeros(1))
+    with pytest.warns(RuntimeWarning, match=r"of 8 chains diverged"):
+        res = estimate_llc(model, cliff_loss, potential_data(), num_chains=8, num_draws=300,
+                           step_size=0.1, nbeta=1.0, localization=0.0, seed=0)
+    diverged = res.diagnostics["diverged"]
+    assert 0 < diverged.sum() < 8
+    assert np.isnan(res.per_chain[diverged]).all() and np.isfinite(res.per_chain[~diverged]).all()
+    assert np.isfinite(res.mean) and res.mean == pytest.approx(res.per_chain[~diverged].mean())
+    for chain, step in enumerate(res.diagnostics["diverged_at_step"]):
+        if step >= 0:
+            assert np.isnan(res.loss_trace[chain, step:]).all()
+
+
+def test_negative_llc_is_reported_with_a_warning():
+    # w* = 0 is not a minimum of ½(w - 1)²: chains descend and the loss falls below L_n(w*).
+    model = Potential(torch.zeros(1))
+    loss = lambda m, b: 0.5 * ((m.w - 1.0) ** 2).sum()  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="negative LLC"):
+        res = estimate_llc(model, loss, potential_data(), num_chains=2, num_draws=100, step_size=1e-3)
+    assert res.mean < 0 and res.diagnostics["negative_llc"]
+    assert res.diagnostics["fraction_below_init"] > 0.9
+    assert res.diagnostics["init_grad_norm"] == pytest.approx(1.0)
+
+
+class _ItemCallingModel(torch.nn.Module):
+    """A module vmap cannot run (`.item()` inside forward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        scale = 1.0 if self.w.sum().item() < 1e6 else 0.0
+        return scale * x * self.w.sum()
+
+
+class _PlainModel(_ItemCallingModel):
+    def forward(self, x):
+        return x * self.w.sum()
+
+
+def test_loop_fallback_for_modules_vmap_cannot_handle_matches_vectorized():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=gen)
+    data = TensorDataset(x, torch.randn(200, 1, generator=gen))
+    kwargs = dict(num_chains=3, num_draws=40, step_size=1e-3, batch_size=16, seed=1)
+    with pytest.warns(RuntimeWarning, match="falling back to a Python loop"):
+        looped = estimate_llc(_ItemCallingModel(), half_squared_error, data, **kwargs)
+    vectorized = estimate_llc(_PlainModel(), half_squared_error, data, **kwargs)
+    assert not looped.diagnostics["vectorized"] and "Error" in looped.diagnostics["fallback_reason"]
+    assert vectorized.diagnostics["vectorized"]
+    np.testing.assert_allclose(looped.loss_trace, vectorized.loss_trace, rtol=1e-4)
+
+
+class _ListDataset(Dataset):
+    """A plain (non-Tensor) dataset returning dicts, to exercise the default-collate path."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+@pytest.mark.filterwarnings("ignore:estimate_llc. negative LLC")
+def test_generic_dataset_with_default_collate_matches_tensor_dataset():
+    model, data = small_mlp_problem(128)
+    x, y = data.tensors
+    dict_loss = lambda m, b: 0.5 * ((b["y"] - m(b["x"])) ** 2).sum(-1).mean()  # noqa: E731
+    kwargs = dict(num_chains=2, num_draws=20, step_size=1e-4, batch_size=16, seed=0)
+    a = estimate_llc(model, half_squared_error, data, **kwargs)
+    b = estimate_llc(model, dict_loss, _ListDataset(x, y), **kwargs)
+    np.testing.assert_allclose(a.loss_trace, b.loss_trace, rtol=1e-5)
+
+
+def test_attention_only_transformer_vectorized_and_per_head():
+    model, data = tiny_transformer()
+    kwargs = dict(num_chains=2, num_draws=30, step_size=1e-4, batch_size=8, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback, no divergence
+        full = estimate_llc(model, lm_loss, data, **kwargs)
+        head = estimate_llc(model, lm_loss, data, params=head_parameter_masks(model, 1, 0), **kwargs)
+        layer = estimate_llc(model, lm_loss, data, params="blocks.1.*", **kwargs)
+    assert full.diagnostics["vectorized"] and head.diagnostics["vectorized"]
+    assert head.diagnostics["num_sampled_params"] == 3 * 8 * 16 + 3 * 8 + 16 * 8
+    assert head.diagnostics["num_sampled_params"] < layer.diagnostics["num_sampled_params"]
+    assert np.isfinite([full.mean, head.mean, layer.mean]).all()
+    assert 0 < head.diagnostics["mean_distance"] < full.diagnostics["mean_distance"]
+
+
+@pytest.mark.parametrize("bad", [dict(num_chains=0), dict(num_draws=0), dict(step_size=0.0),
+                                 dict(localization=-1.0), dict(nbeta=-2.0), dict(sampler="hmc")])
+def test_invalid_arguments_raise(bad):
+    with pytest.raises(ValueError):
+        estimate_llc(Potential(torch.zeros(1)), quadratic_loss, potential_data(10), **bad)
+
+
+def test_rmsprop_sgld_runs_and_is_close_on_a_regular_model():
+    model = Potential(torch.zeros(4))
+    # λ = 2; RMSprop-SGLD has no Γ correction term, measured bias here is about +10%.
+    res = estimate_llc(model, quadratic_loss, potential_data(20000), num_chains=4, num_draws=600,
+                       num_burnin=300, step_size=3e-3, localization=0.0, sampler="rmsprop_sgld")
+    assert res.diagnostics["sampler"] == "rmsprop_sgld"
+    assert res.mean == pytest.approx(2.0, rel=0.2)
