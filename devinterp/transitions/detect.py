@@ -116,7 +116,7 @@ def detect_transitions(
     z_slope: float = 2.0,
     plateau_rel: float = 0.05,
     loss_flat_tol: float = 0.1,
-    min_points: int = 4,
+    min_points: int = 6,
     min_lengthscale: float = 0.15,
     max_points: int = 150,
 ) -> pd.DataFrame:

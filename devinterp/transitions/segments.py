@@ -8,8 +8,11 @@ Works on a `GPFit` (see `smoothing`), in x = ln(step + 1). On a uniform grid of 
    floor is the published "|d lambda / d log t| below a threshold" criterion; the z test keeps
    noise from producing slopes.
 2. **Clean-up** (repeated until nothing changes):
-   - a flat run shorter than ``min_length`` between two runs of the same sign is filled in
-     (a brief slowdown is not a boundary);
+   - a flat run between two runs of the same sign is filled in (no boundary) when it is shorter
+     than ``min_length`` or when its slope is not *confidently* small: the upper bound of its mean
+     slope, (|Δ| + z_slope * sd(Δ)) / length with Δ the change across it, must stay below
+     ``PLATEAU_SPLIT`` (0.5) times the peak |slope| of each neighbour. (Failing to show a slope is
+     not the same as showing a plateau.)
    - a rising/falling run is dropped (relabelled flat) if it is shorter than ``min_length`` or if
      the posterior probability that the curve changed in its direction across it is below
      ``min_confidence``. This is how boundaries that noise alone could produce are *not reported*.
@@ -20,8 +23,11 @@ Works on a `GPFit` (see `smoothing`), in x = ln(step + 1). On a uniform grid of 
    - between two runs of the same sign: the flat stretch (necessarily >= ``min_length`` after
      clean-up) is a plateau stage of its own, with direction 0;
    - a flat stretch at either end becomes a plateau stage when it is at least ``min_length`` long
-     and is otherwise absorbed by its neighbour.
+     and confidently slow (as above, against its one neighbour); otherwise its neighbour absorbs it.
    With no rising or falling run at all the whole range is one stage of direction 0.
+4. A resulting stage without a rising/falling run whose net change is nevertheless significant at
+   ``min_confidence`` takes the direction of that change; a stage whose net change is *not*
+   significant (or has the wrong sign) gets direction 0, and adjacent direction-0 stages merge.
 
 Every returned segment carries the posterior mean and std of f(end) - f(start), from which
 `Segment.confidence` = Phi(|delta| / std) is the posterior probability that the curve moved in
@@ -35,6 +41,11 @@ import numpy as np
 from scipy.stats import norm
 
 from devinterp.transitions.smoothing import GPFit
+
+# A flat stretch between two rises (or two falls), or at either end, is only a plateau stage when
+# the upper confidence bound of its mean |slope| stays below this fraction of the neighbouring
+# peak slope.
+PLATEAU_SPLIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,15 +90,34 @@ def slope_labels(fit: GPFit, grid: np.ndarray, *, z_slope: float, plateau_rel: f
     return labels
 
 
-def _clean(labels, grid, fit, min_length, min_confidence):
+def _confidently_slow(fit, grid, slope, zero_run, neighbour, z_slope) -> bool:
+    """Is the mean |slope| across `zero_run` confidently below PLATEAU_SPLIT x the neighbour's peak?
+
+    The mean slope over the stretch is (f(end) - f(start)) / length, whose posterior is much
+    tighter than pointwise slopes; its upper bound is (|delta| + z_slope * sd) / length."""
+    _, i0, i1 = zero_run
+    if i1 <= i0:
+        return False
+    delta, sd = fit.difference(grid[i0], grid[i1])
+    upper = (abs(float(delta[0])) + z_slope * float(sd[0])) / (grid[i1] - grid[i0])
+    peak = float(np.max(np.abs(slope[neighbour[1] : neighbour[2] + 1])))
+    return upper < PLATEAU_SPLIT * peak
+
+
+def _clean(labels, grid, fit, min_length, min_confidence, z_slope):
     labels = labels.copy()
+    slope, _ = fit.derivative(grid)
     while True:
         changed = False
         runs = _runs(labels)
         for k in range(1, len(runs) - 1):
             lab, i0, i1 = runs[k]
-            if lab == 0 and runs[k - 1][0] == runs[k + 1][0] != 0 and grid[i1] - grid[i0] < min_length:
-                labels[i0 : i1 + 1] = runs[k - 1][0]
+            if lab != 0 or not runs[k - 1][0] == runs[k + 1][0] != 0:
+                continue
+            left, right = runs[k - 1], runs[k + 1]
+            slow = all(_confidently_slow(fit, grid, slope, runs[k], nb, z_slope) for nb in (left, right))
+            if grid[i1] - grid[i0] < min_length or not slow:
+                labels[i0 : i1 + 1] = left[0]
                 changed = True
         if changed:
             continue
@@ -124,10 +154,14 @@ def segment_curve(
         raise ValueError(f"min_confidence must be in [0.5, 1), got {min_confidence}")
     grid = np.linspace(x_lo, x_hi, grid_size)
     labels = _clean(
-        slope_labels(fit, grid, z_slope=z_slope, plateau_rel=plateau_rel), grid, fit, min_length, min_confidence
+        slope_labels(fit, grid, z_slope=z_slope, plateau_rel=plateau_rel), grid, fit, min_length, min_confidence, z_slope
     )
     runs = _runs(labels)
     mean, _ = fit.predict(grid)
+    slope, _ = fit.derivative(grid)
+
+    def confidently_slow(zero_run, neighbour) -> bool:
+        return _confidently_slow(fit, grid, slope, zero_run, neighbour, z_slope)
 
     # Boundaries as grid indices, plus which stretches are plateau stages.
     cuts: list[int] = []  # grid indices where a stage ends and the next begins
@@ -139,10 +173,10 @@ def segment_curve(
         if first and last:
             break  # no monotone run at all
         if first:
-            if long:
+            if long and confidently_slow(runs[k], runs[k + 1]):
                 cuts.append(i1)
         elif last:
-            if long:
+            if long and confidently_slow(runs[k], runs[k - 1]):
                 cuts.append(i0)
         elif runs[k - 1][0] == runs[k + 1][0]:  # same sign: plateau stage
             cuts.extend([i0, i1])
@@ -161,5 +195,14 @@ def segment_curve(
         present = {lab for lab, i0, i1 in runs if lab != 0 and i0 < b and i1 > a}
         direction = present.pop() if len(present) == 1 else 0
         delta, sd = fit.difference(grid[a], grid[b])
-        segments.append(Segment(float(grid[a]), float(grid[b]), direction, float(delta[0]), float(sd[0])))
+        seg = Segment(float(grid[a]), float(grid[b]), direction, float(delta[0]), float(sd[0]))
+        if direction == 0 and seg.confidence >= min_confidence:  # no steep core, but a real net change
+            seg = Segment(seg.start_x, seg.end_x, int(np.sign(seg.delta)), seg.delta, seg.delta_std)
+        elif direction != 0 and (seg.confidence < min_confidence or np.sign(seg.delta) != direction):
+            seg = Segment(seg.start_x, seg.end_x, 0, seg.delta, seg.delta_std)  # core real, stage not
+        if segments and seg.direction == 0 and segments[-1].direction == 0:  # merge adjacent plateaus
+            delta, sd = fit.difference(segments[-1].start_x, seg.end_x)
+            seg = Segment(segments[-1].start_x, seg.end_x, 0, float(delta[0]), float(sd[0]))
+            segments.pop()
+        segments.append(seg)
     return segments
