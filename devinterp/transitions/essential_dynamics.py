@@ -8,15 +8,16 @@ along training time, and read candidate stage boundaries off its geometry:
 - **turning points**: extrema of a smoothed PC score against log-step (the trajectory reverses
   along that PC), kept when their prominence is at least ``min_prominence`` times the largest
   range among the smoothed top PCs (so noise in a minor PC does not count);
-- **cusps**: sharp changes of direction, where the angle between the smoothed velocity just before
-  and just after a point (``bandwidth`` either side) peaks above ``min_angle`` degrees, at points
-  where the trajectory is actually moving (speed >= 5% of its maximum on both sides).
+- **cusps**: sharp changes of direction, where the angle between the chord of the smoothed
+  trajectory arriving at a point (from 2 x ``bandwidth`` earlier in x) and the chord leaving it
+  peaks above ``min_angle`` degrees, at points where the trajectory is actually moving (both
+  chords >= 5% of the longest).
 
 Time axis: x = ln(step + 1) (natural log), as in the rest of `devinterp.transitions`. Smoothing is
 local-linear Gaussian-kernel regression in x, which copes with non-uniform checkpoint schedules
 (log-spaced early, linear late): each point's kernel width is ``bandwidth`` or, where checkpoints
 are sparse, the distance to its ``k_min``-th nearest checkpoint, whichever is larger.
-Candidate steps are snapped to the nearest checkpoint; candidates closer than ``bandwidth`` in x
+Candidate steps are snapped to the nearest checkpoint; candidates closer than 2 x ``bandwidth`` in x
 are merged (their median) into `boundary_steps`.
 
 This module is pure: it never touches disk. Loading outputs from a run directory belongs in a
@@ -105,7 +106,7 @@ def essential_dynamics(
         representation, e.g. flattened per-token log-probs on a fixed eval set).
     steps: (n_checkpoints,) training steps, distinct, >= 0 (any order; rows are sorted by step).
     n_components: number of PCs kept (capped at n_checkpoints - 1).
-    bandwidth: Gaussian kernel std in x = ln(step + 1); default 1/30 of the x range.
+    bandwidth: Gaussian kernel std in x = ln(step + 1); default 1/50 of the x range.
     min_prominence: turning-point prominence, as a fraction of the largest smoothed-PC range.
     min_angle: cusp threshold in degrees.
     """
@@ -130,7 +131,7 @@ def essential_dynamics(
     X = X[order]
     x = log_step(steps)
     span = float(x[-1] - x[0])
-    h = span / 30.0 if bandwidth is None else float(bandwidth)
+    h = span / 50.0 if bandwidth is None else float(bandwidth)
     if not h > 0:
         raise ValueError(f"bandwidth must be > 0 (units of ln(step+1)), got {bandwidth}")
 
@@ -161,12 +162,15 @@ def essential_dynamics(
                 turning.extend((j, snap(grid[p]), float(grid[p])) for p in peaks)
     turning.sort(key=lambda t: (t[2], t[0]))
 
-    # Cusps: peaks of the angle between the velocity h before and h after each grid point.
+    # Cusps: peaks of the angle between the chord arriving at a grid point (from 2h before) and
+    # the chord leaving it (to 2h after). Chords, unlike smoothed velocities, are not pulled
+    # towards the faster of two legs, so a kink is located without a speed-dependent bias.
     cusp_x: list[float] = []
     dx = grid[1] - grid[0]
-    lag = max(1, int(round(h / dx)))
+    lag = max(1, int(round(2 * h / dx)))
     if scale > 0 and grid_size > 2 * lag + 2:
-        before, after = vel[: -2 * lag], vel[2 * lag :]
+        before = smooth[lag:-lag] - smooth[: -2 * lag]
+        after = smooth[2 * lag :] - smooth[lag:-lag]
         nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
         speed_ok = (nb >= 0.05 * nb.max()) & (na >= 0.05 * na.max())
         cos = np.sum(before * after, axis=1) / np.maximum(nb * na, 1e-300)
@@ -175,7 +179,7 @@ def essential_dynamics(
         cusp_x = [float(grid[p - 1 + lag]) for p in peaks]
 
     candidates = np.array([t[2] for t in turning] + cusp_x)
-    merged = _merge(candidates, h) if len(candidates) else []
+    merged = _merge(candidates, 2 * h) if len(candidates) else []
     boundary_steps = np.unique(np.array([snap(xb) for xb in merged], dtype=np.int64))
     return EssentialDynamics(
         steps=steps, log_steps=x, projections=proj, explained_variance_ratio=evr, components=comps,
