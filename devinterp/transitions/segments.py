@@ -107,7 +107,7 @@ def _confidently_slow(fit, grid, slope, zero_run, neighbour, z_slope) -> bool:
 def _clean(labels, grid, fit, min_length, min_confidence, z_slope):
     labels = labels.copy()
     slope, _ = fit.derivative(grid)
-    while True:
+    for _ in range(4 * len(labels)):  # each pass changes labels; a cap guards against cycling
         changed = False
         runs = _runs(labels)
         for k in range(1, len(runs) - 1):
@@ -132,6 +132,7 @@ def _clean(labels, grid, fit, min_length, min_confidence, z_slope):
                 changed = True
         if not changed:
             return labels
+    return labels
 
 
 def segment_curve(
@@ -152,6 +153,10 @@ def segment_curve(
         raise ValueError(f"need x_hi > x_lo, got [{x_lo}, {x_hi}]")
     if not 0.5 <= min_confidence < 1:
         raise ValueError(f"min_confidence must be in [0.5, 1), got {min_confidence}")
+    if z_slope < 0 or not 0 <= plateau_rel < 1 or min_length <= 0:
+        raise ValueError(
+            f"need z_slope >= 0, 0 <= plateau_rel < 1, min_length > 0; got {z_slope}, {plateau_rel}, {min_length}"
+        )
     grid = np.linspace(x_lo, x_hi, grid_size)
     labels = _clean(
         slope_labels(fit, grid, z_slope=z_slope, plateau_rel=plateau_rel), grid, fit, min_length, min_confidence, z_slope
