@@ -6,6 +6,9 @@ For each scenario and noise level, over seeds 0..n_seeds-1: the fraction of runs
 boundaries match the true ones one-to-one (same count) within TOL in ln(step + 1), the mean and
 max absolute boundary error in ln(step + 1) over matched runs, the fraction of runs with all stage
 types right, and for the flat scenario the fraction of runs with any reported boundary.
+Then `essential_dynamics` on piecewise-linear trajectories in R^200 (one kink, noise std 0.3 per
+coordinate, leg lengths ~sqrt(2 * 200) * 3) and on straight lines: how often exactly one boundary
+is found within TOL of the kink, the error, and how often a straight line yields any boundary.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import time
 
 import numpy as np
 
-from devinterp.transitions import detect_transitions
+from devinterp.transitions import detect_transitions, essential_dynamics
 from devinterp.transitions.smoothing import log_step
-from devinterp.transitions.synthetic import SCENARIOS, make_scenario
+from devinterp.transitions.synthetic import SCENARIOS, checkpoint_steps, make_scenario
 
 TOL = 0.3  # ln-step units: a factor 1.35 in steps
 
@@ -47,6 +50,38 @@ def main() -> None:
                 print(f"{name:12s} noise={noise:<4} boundaries matched (tol {TOL}): {matched}/{n_seeds}  "
                       f"|err| mean {e.mean():.3f} max {e.max():.3f} ln-step  types right: {types_ok}/{n_seeds}  "
                       f"({dt:.2f} s/run)")
+    bench_essential_dynamics(n_seeds)
+
+
+def trajectory(seed: int, kink_step: int | None, dim: int = 200, noise: float = 0.3):
+    steps = checkpoint_steps()
+    rng = np.random.default_rng(seed)
+    a, b, c = 3.0 * rng.standard_normal((3, dim))
+    x = log_step(steps)
+    if kink_step is None:
+        clean = a + (x / x[-1])[:, None] * (b - a)
+    else:
+        kx = log_step(kink_step)
+        u = np.clip(x / kx, 0, 1)[:, None]
+        v = np.clip((x - kx) / (x[-1] - kx), 0, 1)[:, None]
+        clean = a + u * (b - a) + v * (c - b)
+    return steps, clean + noise * rng.standard_normal(clean.shape)
+
+
+def bench_essential_dynamics(n_seeds: int) -> None:
+    for kink in (20, 60, 200, 700, 1200):
+        ok, errs = 0, []
+        for seed in range(n_seeds):
+            ed = essential_dynamics(*reversed(trajectory(seed, kink)))
+            if len(ed.boundary_steps) == 1:
+                err = float(abs(log_step(ed.boundary_steps[0]) - log_step(kink)))
+                ok += err <= TOL
+                errs.append(err)
+        e = np.array(errs) if errs else np.array([np.nan])
+        print(f"essential dynamics kink={kink:<5d} one boundary within {TOL}: {ok}/{n_seeds}  "
+              f"|err| mean {e.mean():.3f} max {e.max():.3f} ln-step")
+    fp = sum(len(essential_dynamics(*reversed(trajectory(s, None))).boundary_steps) > 0 for s in range(n_seeds))
+    print(f"essential dynamics straight line: runs with any boundary {fp}/{n_seeds}")
 
 
 if __name__ == "__main__":

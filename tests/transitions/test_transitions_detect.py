@@ -157,3 +157,14 @@ def test_llc_and_loss_logged_at_different_steps():
     stages = detect_transitions(wide, llc_std="llc/std")
     assert matches(boundaries(stages), run.boundaries)
     assert stages["loss_start"].notna().all()
+
+
+def test_smoothed_curve_for_plotting():
+    from devinterp.transitions import smoothed_curve
+
+    run = make_scenario("A-B-A", llc_noise=NOISE, seed=0)
+    curve = smoothed_curve(run.long(), "llc/mean", std="llc/std", n_grid=64)
+    assert list(curve.columns) == ["step", "mean", "std"] and len(curve) == 64
+    assert np.all(np.diff(curve["step"]) > 0) and (curve["std"] > 0).all()
+    truth = np.interp(log_step(curve["step"]), log_step(run.steps), run.llc_true)
+    assert np.max(np.abs(curve["mean"] - truth)) < 1.5

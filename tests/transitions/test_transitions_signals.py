@@ -1,6 +1,5 @@
 """Supporting transition signals: loss bumps / drops and score jumps."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from devinterp.transitions import detect_transitions, transition_signals
