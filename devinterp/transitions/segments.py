@@ -20,10 +20,13 @@ Works on a `GPFit` (see `smoothing`), in x = ln(step + 1). On a uniform grid of 
    - between a rising and a falling run (either order): one boundary, at the extremum of the
      smoothed curve in the flat stretch between them (a maximum or minimum is a critical point
      however wide its top);
-   - between two runs of the same sign: the flat stretch (necessarily >= ``min_length`` after
-     clean-up) is a plateau stage of its own, with direction 0;
-   - a flat stretch at either end becomes a plateau stage when it is at least ``min_length`` long
-     and confidently slow (as above, against its one neighbour); otherwise its neighbour absorbs it.
+   - between two runs of the same sign (the flat stretch is >= ``min_length`` and confidently
+     slow after clean-up): if the curve still changes significantly (at ``min_confidence``) across
+     the stretch, it is a slow-down and gets one boundary where |slope| is smallest; otherwise it
+     is a plateau stage of its own, with direction 0;
+   - a flat stretch at either end becomes a plateau stage when it is at least ``min_length`` long,
+     confidently slow (as above, against its one neighbour) and without significant net change;
+     otherwise its neighbour absorbs it.
    With no rising or falling run at all the whole range is one stage of direction 0.
 4. A resulting stage without a rising/falling run whose net change is nevertheless significant at
    ``min_confidence`` takes the direction of that change; a stage whose net change is *not*
@@ -168,6 +171,10 @@ def segment_curve(
     def confidently_slow(zero_run, neighbour) -> bool:
         return _confidently_slow(fit, grid, slope, zero_run, neighbour, z_slope)
 
+    def still_moving(zero_run) -> bool:  # net change across the stretch is significant
+        delta, sd = fit.difference(grid[zero_run[1]], grid[zero_run[2]])
+        return Segment(0.0, 0.0, 0, float(delta[0]), float(sd[0])).confidence >= min_confidence
+
     # Boundaries as grid indices, plus which stretches are plateau stages.
     cuts: list[int] = []  # grid indices where a stage ends and the next begins
     for k, (lab, i0, i1) in enumerate(runs):
@@ -178,13 +185,16 @@ def segment_curve(
         if first and last:
             break  # no monotone run at all
         if first:
-            if long and confidently_slow(runs[k], runs[k + 1]):
+            if long and confidently_slow(runs[k], runs[k + 1]) and not still_moving(runs[k]):
                 cuts.append(i1)
         elif last:
-            if long and confidently_slow(runs[k], runs[k - 1]):
+            if long and confidently_slow(runs[k], runs[k - 1]) and not still_moving(runs[k]):
                 cuts.append(i0)
-        elif runs[k - 1][0] == runs[k + 1][0]:  # same sign: plateau stage
-            cuts.extend([i0, i1])
+        elif runs[k - 1][0] == runs[k + 1][0]:  # same sign, confidently slower in between
+            if still_moving(runs[k]):  # a slow-down: one boundary where the slope is smallest
+                cuts.append(i0 + int(np.argmin(np.abs(slope[i0 : i1 + 1]))))
+            else:  # a genuine plateau: a stage of its own
+                cuts.extend([i0, i1])
         else:  # opposite signs: the extremum in between
             lo, hi = max(i0 - 1, 0), min(i1 + 1, len(grid) - 1)
             window = mean[lo : hi + 1] * runs[k - 1][0]  # rising-then-falling: maximum
