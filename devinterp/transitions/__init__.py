@@ -1,0 +1,19 @@
+"""Transition detection: developmental stages from LLC / loss curves and essential dynamics.
+
+Conventions shared by every module: training steps are integers >= 0 and every smoothing or
+distance "in log-step" uses x = ln(step + 1) (natural log).
+
+- `detect_transitions` (detect.py): stages with types A / B / other from a metrics table.
+- `transition_signals` (signals.py): supporting events (loss bumps/drops, score jumps).
+- `essential_dynamics` (essential_dynamics.py): PCA of model outputs across checkpoints and the
+  turning points / cusps of the smoothed trajectory.
+- smoothing.py (GP in log-step), segments.py (critical points), metrics.py (table layouts),
+  synthetic.py (runs with known boundaries for tests and benchmarks).
+"""
+from devinterp.transitions.detect import detect_transitions, smoothed_curve
+from devinterp.transitions.essential_dynamics import EssentialDynamics, essential_dynamics
+from devinterp.transitions.signals import transition_signals
+
+__all__ = [
+    "EssentialDynamics", "detect_transitions", "essential_dynamics", "smoothed_curve", "transition_signals",
+]

@@ -1,0 +1,264 @@
+"""Developmental stages from the LLC and loss curves (Hoogland et al. 2024, arXiv 2402.02364).
+
+Pipeline of `detect_transitions`:
+
+1. Read the LLC (and optional chain spread), the loss and the supporting signals out of the
+   metrics table (long or wide layout; see `metrics`).
+2. Smooth the LLC with a GP in x = ln(step + 1) (natural log; see `smoothing`). The noise std of
+   each LLC value is ``llc_std`` (divided by sqrt(n_chains) when ``n_chains`` is given, i.e. when
+   `llc_std` is the spread of single chains and `llc` their mean); an excess noise term is fitted
+   on top. Without ``llc_std`` the noise level is estimated from the data.
+3. Cut the smoothed curve at its critical points (see `segments`): stage boundaries are where the
+   posterior slope dλ̂/d ln(step+1) crosses zero or falls to a plateau. Rising/falling stretches
+   shorter than ``min_stage_length`` (in ln-step units) or whose change is not significant at
+   ``min_confidence`` are not reported (their boundaries are dropped, not flagged).
+4. Snap each boundary to the nearest step at which the LLC was logged, and classify each stage:
+   - ``'A'``: the LLC rises (significantly);
+   - ``'B'``: the LLC falls (significantly) and the smoothed loss changes by at most
+     ``loss_flat_tol`` times the range of the smoothed loss over the analysed steps;
+   - ``'other'``: an LLC plateau (no significant change), or a falling LLC while the loss changes
+     a lot. Without a loss column a falling LLC is labelled 'B' and the evidence says so.
+5. Attach supporting evidence: LLC and loss changes, and the events of `signals` (loss
+   bumps/drops, jumps of an in-context-learning or prefix-matching score) within the stage.
+
+Output columns, one row per stage, stages contiguous and in order (row i's end_step is row
+i+1's start_step):
+
+- ``start_step``, ``end_step``: int training steps (logged LLC steps);
+- ``type``: 'A' | 'B' | 'other';
+- ``llc_start``, ``llc_end``: the *smoothed* LLC (GP posterior mean) at those steps;
+- ``loss_start``, ``loss_end``: the smoothed loss there (NaN without a loss column);
+- ``confidence``: posterior probability, under the GP fit with the chain-spread noise, that the
+  LLC moved in the observed direction between start and end, Phi(|Δ| / sd(Δ)). Stages of type
+  A/B have confidence >= ``min_confidence`` (up to the snapping of boundaries to logged steps);
+  plateau stages usually have much lower values;
+- ``llc_z``: the signed z-score Δ / sd(Δ) behind `confidence`;
+- ``evidence``: a human-readable summary ('; '-separated).
+
+``DataFrame.attrs`` carries the fitted GP hyperparameters (``llc_fit``, ``loss_fit``) and the
+supporting events (``signals``, a list of dicts as produced by `signals.transition_signals`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from devinterp.transitions.metrics import get_series, to_wide
+from devinterp.transitions.segments import Segment, segment_curve
+from devinterp.transitions.signals import EVENT_COLUMNS, transition_signals
+from devinterp.transitions.smoothing import GPFit, fit_gp, log_step
+
+STAGE_COLUMNS = [
+    "start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end",
+    "confidence", "llc_z", "evidence",
+]
+MIN_LLC_POINTS = 5
+
+
+def _fit_summary(fit: GPFit) -> dict:
+    return {
+        "lengthscale_log_step": fit.lengthscale,
+        "signal_std": float(np.sqrt(fit.signal_var)),
+        "fitted_noise_std": float(np.sqrt(fit.fitted_noise_var)),
+        "n_points": fit.n_raw,
+    }
+
+
+def _llc_noise(wide, llc, llc_std, steps, n_chains):
+    if llc_std is None:
+        if n_chains is not None:
+            raise ValueError("n_chains only makes sense together with llc_std")
+        return None
+    if n_chains is not None and (not isinstance(n_chains, (int, np.integer)) or n_chains < 1):
+        raise ValueError(f"n_chains must be a positive int, got {n_chains!r}")
+    std_steps, std = get_series(wide, llc_std, what="llc_std")
+    lookup = dict(zip(std_steps.tolist(), std.tolist()))
+    missing = [int(s) for s in steps if int(s) not in lookup]
+    if missing:
+        raise ValueError(f"llc_std column {llc_std!r} has no value at steps {missing[:10]} where {llc!r} has one")
+    noise = np.array([lookup[int(s)] for s in steps])
+    if np.any(noise < 0):
+        raise ValueError(f"llc_std column {llc_std!r} has negative values")
+    return noise / np.sqrt(n_chains) if n_chains else noise
+
+
+def _merge_thin_edges(segs: list[Segment], xs: np.ndarray, min_points: int) -> list[Segment]:
+    """Absorb a plateau stage at either end that holds fewer than min_points logged steps."""
+    segs = list(segs)
+
+    def count(s):
+        return int(np.sum((xs >= s.start_x - 1e-12) & (xs <= s.end_x + 1e-12)))
+
+    if len(segs) > 1 and segs[0].direction == 0 and count(segs[0]) < min_points:
+        s0, s1 = segs[0], segs[1]
+        segs[:2] = [Segment(s0.start_x, s1.end_x, s1.direction, s1.delta, s1.delta_std)]
+    if len(segs) > 1 and segs[-1].direction == 0 and count(segs[-1]) < min_points:
+        s0, s1 = segs[-2], segs[-1]
+        segs[-2:] = [Segment(s0.start_x, s1.end_x, s0.direction, s0.delta, s0.delta_std)]
+    return segs
+
+
+def detect_transitions(
+    metrics_df: pd.DataFrame,
+    llc: str = "llc/mean",
+    loss: str | None = "eval/loss",
+    llc_std: str | None = None,
+    *,
+    n_chains: int | None = None,
+    icl_score: str | None = None,
+    prefix_matching: str | Sequence[str] | None = None,
+    signals: Sequence[str] = (),
+    min_stage_length: float = 0.2,
+    min_confidence: float = 0.999,
+    z_slope: float = 2.0,
+    plateau_rel: float = 0.05,
+    loss_flat_tol: float = 0.1,
+    min_points: int = 6,
+    min_lengthscale: float = 0.15,
+    max_points: int = 150,
+) -> pd.DataFrame:
+    """Stages of a training run from its LLC curve; see the module docstring for the method.
+
+    Arguments
+    ---------
+    metrics_df: long (`step, name, value`, extra columns ignored, last duplicate wins) or wide
+        (indexed by step) metrics table. Not modified.
+    llc, loss, llc_std: metric names. `loss=None` skips the loss; `llc_std=None` estimates the
+        noise level from the data.
+    n_chains: when given, `llc_std` is the spread of single chains and the noise std of the mean
+        is llc_std / sqrt(n_chains); when None, `llc_std` is used as the noise std as is.
+    icl_score, prefix_matching, signals: optional extra metrics (names or globs) searched for
+        supporting events (`signals.transition_signals`); the loss is always searched.
+    min_stage_length: minimum length of a rising/falling stretch, in units of ln(step + 1)
+        (0.2 = a factor 1.22 in steps); also the shortest plateau that is its own stage.
+    min_confidence: a rising/falling stretch is only a stage if the posterior probability that
+        the LLC moved in its direction across it is at least this (default 0.999, z >= 3.09).
+    z_slope: posterior z-score a slope needs to count as rising/falling at a point.
+    plateau_rel: slopes below this fraction of the largest |slope| count as a plateau.
+    loss_flat_tol: 'B' needs |Δ smoothed loss| <= this fraction of the smoothed loss's range.
+    min_points: a plateau stage at either end with fewer logged LLC steps is merged inward.
+    min_lengthscale, max_points: smoothing settings (see `smoothing.fit_gp`).
+    """
+    if not isinstance(metrics_df, pd.DataFrame):
+        raise TypeError(f"metrics_df must be a pandas DataFrame, got {type(metrics_df).__name__}")
+    if min_stage_length <= 0:
+        raise ValueError(f"min_stage_length must be > 0 (units of ln(step+1)), got {min_stage_length}")
+    if loss_flat_tol < 0:
+        raise ValueError(f"loss_flat_tol must be >= 0, got {loss_flat_tol}")
+    wide = to_wide(metrics_df)
+    steps, values = get_series(wide, llc, what="llc")
+    if len(np.unique(steps)) < MIN_LLC_POINTS:
+        raise ValueError(f"need LLC values at >= {MIN_LLC_POINTS} distinct steps, got {len(np.unique(steps))}")
+    noise = _llc_noise(wide, llc, llc_std, steps, n_chains)
+    llc_fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale, max_points=max_points)
+    xs = log_step(steps)
+    x_lo, x_hi = float(xs.min()), float(xs.max())
+    segs = segment_curve(
+        llc_fit, x_lo, x_hi, z_slope=z_slope, plateau_rel=plateau_rel,
+        min_length=min_stage_length, min_confidence=min_confidence,
+    )
+    segs = _merge_thin_edges(segs, xs, min_points)
+
+    # Boundaries snapped to logged LLC steps; drop stages that snapping made empty.
+    order = np.argsort(xs)
+    xs_sorted, steps_sorted = xs[order], steps[order]
+    bounds = [int(steps_sorted[0])]
+    directions = []
+    for seg in segs:
+        end = int(steps_sorted[-1]) if seg is segs[-1] else int(steps_sorted[np.argmin(np.abs(xs_sorted - seg.end_x))])
+        if end > bounds[-1]:
+            bounds.append(end)
+            directions.append(seg.direction)
+    if len(bounds) == 1:  # degenerate: all steps equal after snapping
+        bounds.append(bounds[0])
+        directions.append(0)
+    b_x = log_step(bounds)
+
+    llc_at, _ = llc_fit.predict(b_x)
+    delta, delta_sd = llc_fit.difference(b_x[:-1], b_x[1:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(delta_sd > 0, delta / delta_sd, np.sign(delta) * np.inf)
+    z = np.nan_to_num(z, nan=0.0)
+
+    loss_fit = None
+    loss_at = np.full(len(bounds), np.nan)
+    loss_range = np.nan
+    if loss is not None:
+        l_steps, l_values = get_series(wide, loss, what="loss")
+        if len(np.unique(l_steps)) >= 3:
+            loss_fit = fit_gp(l_steps, l_values, min_lengthscale=min_lengthscale, max_points=max_points)
+            lx = log_step(l_steps)
+            clip = (float(lx.min()), float(lx.max()))  # no extrapolation outside logged loss steps
+            loss_at, _ = loss_fit.predict(np.clip(b_x, *clip))
+            grid_mean, _ = loss_fit.predict(np.clip(np.linspace(x_lo, x_hi, 512), *clip))
+            loss_range = float(np.ptp(grid_mean))
+
+    events = transition_signals(
+        wide, loss=loss, icl_score=icl_score, prefix_matching=prefix_matching, extra=tuple(signals),
+        min_confidence=min_confidence, min_length=min_stage_length,
+    ) if (loss is not None or icl_score or prefix_matching or signals) else pd.DataFrame(columns=EVENT_COLUMNS)
+
+    rows = []
+    n = len(directions)
+    for i, direction in enumerate(directions):
+        start, end = bounds[i], bounds[i + 1]
+        d_loss = loss_at[i + 1] - loss_at[i]
+        loss_flat = bool(np.isfinite(d_loss) and abs(d_loss) <= loss_flat_tol * loss_range)
+        if direction > 0:
+            kind = "A"
+        elif direction < 0:
+            kind = "B" if (loss_fit is None or loss_flat) else "other"
+        else:
+            kind = "other"
+        ev = [f"LLC {llc_at[i]:.4g} -> {llc_at[i + 1]:.4g} (change {delta[i]:+.3g}, z={z[i]:+.1f})"]
+        if direction == 0:
+            ev.append("LLC plateau (no significant monotone change)")
+        if loss_fit is None:
+            ev.append("no loss column: type from the LLC only")
+        else:
+            frac = abs(d_loss) / loss_range if loss_range > 0 else 0.0
+            ev.append(f"loss {d_loss:+.3g} ({frac:.0%} of the loss range)")
+            if direction > 0 and d_loss > 0 and not loss_flat:
+                ev.append("loss rises (atypical for type A)")
+        last = i == n - 1
+        inside = events[(events["step"] >= start) & ((events["step"] < end) | (last & (events["step"] <= end)))]
+        ev.extend(f"{r.name} {r.kind} at step {int(r.step)} (z={float(r.z):+.1f})" for r in inside.itertuples())
+        rows.append({
+            "start_step": start, "end_step": end, "type": kind,
+            "llc_start": float(llc_at[i]), "llc_end": float(llc_at[i + 1]),
+            "loss_start": float(loss_at[i]), "loss_end": float(loss_at[i + 1]),
+            "confidence": float(norm.cdf(abs(z[i]))), "llc_z": float(z[i]),
+            "evidence": "; ".join(ev),
+        })
+    out = pd.DataFrame(rows, columns=STAGE_COLUMNS)
+    out["start_step"] = out["start_step"].astype(np.int64)
+    out["end_step"] = out["end_step"].astype(np.int64)
+    out.attrs["llc_fit"] = _fit_summary(llc_fit)
+    out.attrs["loss_fit"] = _fit_summary(loss_fit) if loss_fit is not None else None
+    out.attrs["signals"] = events.to_dict("records")
+    return out
+
+
+def smoothed_curve(
+    metrics_df: pd.DataFrame,
+    name: str,
+    std: str | None = None,
+    *,
+    n_chains: int | None = None,
+    n_grid: int = 256,
+    min_lengthscale: float = 0.15,
+) -> pd.DataFrame:
+    """The GP-smoothed curve of one metric for plotting: columns `step` (float, log-spaced over the
+    logged range), `mean`, `std` (posterior std of the noise-free curve). Same smoother and noise
+    conventions as `detect_transitions` (std column / sqrt(n_chains) as noise when given)."""
+    wide = to_wide(metrics_df)
+    steps, values = get_series(wide, name)
+    noise = _llc_noise(wide, name, std, steps, n_chains)
+    fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale)
+    xs = log_step(steps)
+    grid = np.linspace(xs.min(), xs.max(), n_grid)
+    mean, sd = fit.predict(grid)
+    return pd.DataFrame({"step": np.expm1(grid), "mean": mean, "std": sd})
