@@ -1,0 +1,70 @@
+"""The post-hoc report on a real (short) run with a synthetic LLC curve of known shape."""
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from devinterp.report import build_report
+from devinterp.report import cli as report_cli
+from devinterp.store import MetricsWriter
+from devinterp.train import compose_train_config, run
+
+
+@pytest.fixture(scope="module")
+def run_with_llc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    overrides = ["steps=400", "checkpoints.log=25", "checkpoints.linear=15", "progress=false", "task.vocab_size=16",
+                 "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
+                 "callbacks=[loss,induction]", f"run_dir={root / 'run'}"]
+    result = run(compose_train_config(overrides), overrides)
+    steps = sorted(pd.read_json(result.run_dir / "checkpoints" / "index.json")["step"])
+    # A rise (type A) until step ~40, then a fall (type B) while the loss is flat: a synthetic
+    # LLC curve with known boundaries, written the way the llc callback writes it.
+    x = np.log1p(steps)
+    llc = 10 + 20 / (1 + np.exp(-(x - math.log(15)) * 4)) - 12 / (1 + np.exp(-(x - math.log(150)) * 4))
+    writer = MetricsWriter(result.run_dir, callback="llc", settings="synthetic")
+    rng = np.random.default_rng(0)
+    loss = 3 - 2 / (1 + np.exp(-(x - math.log(15)) * 4))  # falls during the rise, flat during the fall
+    for step, value, loss_value in zip(steps, llc, loss):
+        writer.add(step, {"llc/mean": value + rng.normal(0, 0.2), "llc/std": 0.4, "synthetic/loss": loss_value})
+    writer.flush()
+    return result.run_dir
+
+
+def test_report_files_and_stages(run_with_llc):
+    report = build_report(run_with_llc, loss="synthetic/loss")
+    out = run_with_llc / "report"
+    stages = pd.read_csv(out / "stages.csv")
+    assert list(stages["type"]) == ["A", "B"]
+    peak = stages[stages["type"] == "A"]["end_step"].iloc[0]
+    assert 20 <= peak <= 120  # the synthetic LLC peaks between the rise (~15) and the fall (~150)
+    names = {p.name for p in report.figures}
+    assert {"loss.png", "llc.png", "icl_score.png", "prefix_matching.png", "essential_dynamics.png"} <= names
+    assert all((out / name).stat().st_size > 10_000 for name in names)
+    page = (out / "index.html").read_text()
+    assert "data:image/png;base64," in page and "<td>A</td>" in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # opens offline
+
+
+def test_report_without_llc_explains_why(tmp_path):
+    overrides = ["steps=20", "checkpoints.log=4", "checkpoints.linear=4", "progress=false", "task.vocab_size=16",
+                 "task.seq_len=16", "task.eval_size=8", "batch_size=4", "model.d_model=8", "model.n_heads=2",
+                 "callbacks=[loss]", f"run_dir={tmp_path / 'run'}"]
+    result = run(compose_train_config(overrides), overrides)
+    report = build_report(result.run_dir)
+    assert report.stages.empty
+    assert any("llc" in note for note in report.notes)
+    assert (result.run_dir / "report" / "index.html").is_file()
+
+
+def test_report_cli(run_with_llc, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["devinterp-report", f"run_dir={run_with_llc}", "loss=synthetic/loss"])
+    report_cli.main()
+    out = capsys.readouterr().out
+    assert "start_step" in out and "index.html" in out
+    monkeypatch.setattr(sys, "argv", ["devinterp-report", "run_dir=/no/such/run"])
+    with pytest.raises(SystemExit) as exit_info:
+        report_cli.main()
+    assert exit_info.value.code == 2
