@@ -78,7 +78,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     )
 
 
-def format_summary(s: RunSummary, result=None) -> str:
+def format_summary(s: RunSummary) -> str:
     parts = [f"Trained {s.steps} steps"]
     if s.train_seconds:
         parts[0] += f" in {s.train_seconds:.0f} s ({s.steps / s.train_seconds:.1f} steps/s)"

@@ -140,7 +140,7 @@ def report(result) -> None:
     from devinterp.summary import format_summary, summarize_run
 
     print(f"run directory: {result.run_dir}")
-    print(format_summary(summarize_run(result.run_dir), result))
+    print(format_summary(summarize_run(result.run_dir)))
     if result.callback_seconds:
         split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
         print(f"Time: training {result.train_seconds:.1f} s; callbacks: {split}.")

@@ -91,17 +91,20 @@ def essential_dynamics_plot(ed, stages: pd.DataFrame, path: Path) -> Path:
     ax.plot(ed.smoothed[:, 0], ed.smoothed[:, y_index], color="black", lw=0.8, alpha=0.7, label="smoothed")
     for step in ed.boundary_steps:
         i = int(np.argmin(np.abs(ed.steps - step)))
-        ax.scatter(ed.projections[i, 0], ed.projections[i, y_index], marker="x", color="red", s=60)
+        ax.scatter(ed.projections[i, 0], ed.projections[i, y_index], marker="x", color="red", s=60,
+                   label="ED boundary" if step == ed.boundary_steps[0] else None)
         ax.annotate(f"{int(step)}", (ed.projections[i, 0], ed.projections[i, y_index]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
-    for stage in stages.itertuples():
+    for n, stage in enumerate(stages.itertuples()):
         i = int(np.argmin(np.abs(ed.steps - stage.start_step)))
         ax.scatter(ed.projections[i, 0], ed.projections[i, y_index], marker="o", facecolors="none",
-                   edgecolors=STAGE_COLORS.get(stage.type, "grey"), s=90)
+                   edgecolors=STAGE_COLORS.get(stage.type, "grey"), s=90,
+                   label=f"start of LLC stage {stage.type}{n + 1}")
     ratio = ed.explained_variance_ratio
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC{y_index + 1} ({ratio[y_index]:.0%} of variance)")
-    ax.set_title("Essential dynamics: output trajectory (x: ED boundaries; o: LLC stage starts)")
+    ax.set_title("Essential dynamics: trajectory of the outputs")
+    ax.legend(fontsize=7, loc="best")
     fig.colorbar(points, ax=ax, label="ln(step + 1)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

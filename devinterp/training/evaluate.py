@@ -1,10 +1,8 @@
-"""Held-out evaluation of a model on a task's fixed eval set."""
+"""Per-token evaluation losses (used by the `loss` callback)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from devinterp.tasks import Task
 
 
 @torch.no_grad()
@@ -22,9 +20,3 @@ def token_losses(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int =
         chunks.append(loss.view(chunk.shape[0], -1).float().cpu())
     model.train(was_training)
     return torch.cat(chunks)
-
-
-def evaluate(model: torch.nn.Module, task: Task, eval_tokens: torch.Tensor) -> dict[str, float]:
-    """`eval/loss` (mean next-token loss, nats) plus the task's own summaries."""
-    losses = token_losses(model, eval_tokens)
-    return {"eval/loss": float(losses.mean()), **task.eval_metrics(losses)}
