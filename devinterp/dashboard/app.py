@@ -204,7 +204,7 @@ def create_app(cfg: DashboardConfig) -> Dash:
         axis_options = axis_options or []
         options = PlotOptions(log_x="log_x" in axis_options, log_y_loss="log_y_loss" in axis_options)
         charts = build_charts(load_selected(cfg, selected, cache), options)
-        return [getattr(charts, name) for name in CHART_IDS] + [current]
+        return [charts[name] for name in CHART_IDS] + [current]
 
     return app
 
