@@ -1,19 +1,24 @@
 """Shared helpers for the dashboard tests: synthetic run directories in the real layout.
 
 `write_synthetic_run` writes what a finished training run plus a post-hoc analysis would leave
-(config.yaml, status.json, metrics part files written by `MetricsWriter` one per checkpoint,
-checkpoints/index.json, report/stages.csv) without training or saving weights, so tests can
-build a ~100-checkpoint run in well under a second.
+(config.yaml, status.json, one metrics part file per checkpoint named and typed as
+`MetricsWriter` does, checkpoints/index.json, report/stages.csv) without training, saving
+weights or fsyncing, so tests can build a ~100-checkpoint run in well under a second.
 """
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from devinterp.store import MetricsWriter, write_status
+from devinterp.store import write_status
+from devinterp.store.metrics import METRICS_DIRNAME, SCHEMA
 from devinterp.training.schedule import checkpoint_schedule
 
 LAYERS, HEADS = 2, 4
@@ -46,6 +51,12 @@ def synthetic_metrics(step: int, seed: int = 0) -> dict[str, float]:
     return metrics
 
 
+def write_part(run_dir: Path, rows: list[tuple[int, str, float]]) -> None:
+    steps, names, values = zip(*rows)
+    table = pa.table({"step": steps, "name": names, "value": values}, schema=SCHEMA)
+    pq.write_table(table, Path(run_dir) / METRICS_DIRNAME / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
+
+
 def write_synthetic_run(run_dir: Path, steps: int = 2000, n_log: int = 50, n_linear: int = 60,
                         state: str = "finished", seed: int = 0, stages: bool = True) -> list[int]:
     """Write a synthetic run; returns its checkpoint steps (about n_log + n_linear of them)."""
@@ -53,16 +64,17 @@ def write_synthetic_run(run_dir: Path, steps: int = 2000, n_log: int = 50, n_lin
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(f"name: synthetic\nseed: {seed}\nsteps: {steps}\n")
     schedule = checkpoint_schedule(steps, n_log, n_linear)
-    writer = MetricsWriter(run_dir)
+    (run_dir / METRICS_DIRNAME).mkdir()
     index = []
     train_steps = set(range(0, steps, 5))
     done = 0
     for ckpt in schedule:
+        rows = []
         for step in sorted(s for s in train_steps if done <= s < ckpt):
-            writer.add(step, {"train/loss": synthetic_metrics(step, seed)["eval/loss"] + 0.03, "train/lr": 1e-3})
+            rows += [(step, "train/loss", synthetic_metrics(step, seed)["eval/loss"] + 0.03), (step, "train/lr", 1e-3)]
         done = ckpt
-        writer.add(ckpt, synthetic_metrics(ckpt, seed))
-        writer.flush()  # one part file per checkpoint, as the trainer does
+        rows += [(ckpt, name, value) for name, value in synthetic_metrics(ckpt, seed).items()]
+        write_part(run_dir, rows)  # one part file per checkpoint, as the trainer does
         index.append({"step": ckpt, "path": f"checkpoints/step_{ckpt:07d}", "train_loss": None,
                       "wall_time": ckpt / 40, "bytes": 573549})
     (run_dir / "checkpoints").mkdir()
