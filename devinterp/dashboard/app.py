@@ -69,13 +69,6 @@ def badge(name: str) -> html.Span:
     return html.Span(name, className="badge", style={"background": BADGE_COLORS.get(name, "#555")})
 
 
-def _status_mtime(path: Path) -> float:
-    try:
-        return (path / STATUS_FILE).stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 def run_options(cfg: DashboardConfig, now: float) -> list[dict]:
     """Checklist options: one per run, labelled with its badge, id and status detail."""
     options = []
@@ -92,12 +85,15 @@ def run_options(cfg: DashboardConfig, now: float) -> list[dict]:
 
 
 def default_selection(cfg: DashboardConfig) -> list[str]:
-    """The most recently updated run, if any."""
+    """The run whose status was updated last (runs with an unreadable status come last)."""
+    def updated(path: Path) -> float:
+        try:
+            return data.read_status_file(path / STATUS_FILE).updated or 0.0
+        except data.RunDataError:
+            return -1.0
+
     runs = data.find_runs(cfg.runs_dir)
-    if not runs:
-        return []
-    newest = max(runs, key=_status_mtime)
-    return [data.run_id(cfg.runs_dir, newest)]
+    return [data.run_id(cfg.runs_dir, max(runs, key=updated))] if runs else []
 
 
 def stage_legend() -> html.Div:

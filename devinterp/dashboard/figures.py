@@ -143,17 +143,18 @@ def _empty_note(fig: Figure, text: str) -> None:
 
 
 def add_stages(fig: Figure, runs: list[RunData], options: PlotOptions) -> None:
-    """Shade every selected run's stages; label them with their type (and run, if several, one
-    label row per run)."""
+    """Shade every selected run's stages; label them with their type (and, if several runs have
+    stages, with the run too, one label row per run)."""
     layout = fig["layout"]
-    for i, run in enumerate(runs):
+    staged = [run for run in runs if not run.stages.empty]
+    for i, run in enumerate(staged):
         for stage in run.stages.itertuples(index=False):
             x0, x1 = float(stage.start_step), float(stage.end_step)
             if options.log_x:
                 x0 = max(x0, 1.0)
             if x1 <= x0:
                 continue
-            label = stage.type if len(runs) == 1 else f"{stage.type} ({short_label(run, runs)})"
+            label = stage.type if len(staged) == 1 else f"{stage.type} ({short_label(run, runs)})"
             layout["shapes"].append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0,
                                      "y1": 1, "fillcolor": STAGE_COLORS[stage.type], "line": {"width": 0},
                                      "layer": "below"})
@@ -253,7 +254,9 @@ CHART_IDS = ("loss", "icl", "llc", "hessian", "prefix_matching", "previous_token
 
 
 def build_charts(runs: list[RunData], options: PlotOptions) -> dict[str, Figure]:
-    """Every dashboard chart, keyed by CHART_IDS (the Dash graph ids are `graph-<key>`)."""
+    """Every dashboard chart, keyed by CHART_IDS (the Dash graph ids are `graph-<key>`). Runs with
+    neither metrics nor stages (e.g. unreadable) are left out, so they take no colour or label."""
+    runs = [run for run in runs if not (run.metrics.empty and run.stages.empty)]
     revision = "|".join(r.run_id for r in runs) + f"|{options.log_x}|{options.log_y_loss}"
     return {
         "loss": run_chart(runs, LOSS_LINES, "Loss", "loss (nats / token)", options, revision,
