@@ -5,6 +5,8 @@ The page polls (`dcc.Interval`, every `interval` seconds) and
 - refreshes the table of selected runs (status, checkpoints, problems),
 - redraws the charts only when a selected run's files changed (`data.change_signature`), so an
   idle page costs a few `stat` calls per poll and the user's zoom survives live updates.
+  (The first poll after a page load may redraw once more: the browser can send it before it has
+  stored the first signature.)
 All assets (Dash, React, plotly.js) are served by Dash from the installed packages; the page
 requests nothing outside this server.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -181,6 +184,13 @@ def create_app(cfg: DashboardConfig) -> Dash:
     app.layout = lambda: layout(cfg)
     app.enable_dev_tools(**DEV_TOOLS)
     cache = data.PartCache()
+    # One load at a time: the table and chart callbacks of a poll would otherwise parse the same
+    # new part files twice; the second waits and then finds them in the cache.
+    load_lock = threading.Lock()
+
+    def load(selected):
+        with load_lock:
+            return load_selected(cfg, selected, cache)
 
     @app.callback(Output("runs", "options"), Input("poll", "n_intervals"))
     def refresh_run_list(_n):
@@ -188,7 +198,7 @@ def create_app(cfg: DashboardConfig) -> Dash:
 
     @app.callback(Output("run-table", "children"), Input("poll", "n_intervals"), Input("runs", "value"))
     def refresh_run_table(_n, selected):
-        return run_table(load_selected(cfg, selected, cache))
+        return run_table(load(selected))
 
     @app.callback([Output(f"graph-{name}", "figure") for name in CHART_IDS] + [Output("signature", "data")],
                   Input("poll", "n_intervals"), Input("runs", "value"), Input("axis-options", "value"),
@@ -199,7 +209,7 @@ def create_app(cfg: DashboardConfig) -> Dash:
             raise PreventUpdate  # nothing changed on disk: keep the page as it is
         axis_options = axis_options or []
         options = PlotOptions(log_x="log_x" in axis_options, log_y_loss="log_y_loss" in axis_options)
-        charts = build_charts(load_selected(cfg, selected, cache), options)
+        charts = build_charts(load(selected), options)
         return [charts[name] for name in CHART_IDS] + [current]
 
     return app
