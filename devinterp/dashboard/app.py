@@ -47,6 +47,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans",
            border-right: 1px solid #dde1e6; min-height: calc(100vh - 44px); }
 .sidebar h2, .main h2 { font-size: 14px; text-transform: uppercase; letter-spacing: .04em; color: #555; margin: 10px 0 6px; }
 .run-list { max-height: 55vh; overflow-y: auto; font-size: 13px; }
+.axis-options { font-size: 13px; }
 .run-list label { display: flex; align-items: flex-start; gap: 6px; padding: 3px 0; cursor: pointer; }
 .run-name { word-break: break-all; }
 .run-detail { color: #666; font-size: 11.5px; }
@@ -127,7 +128,7 @@ def layout(cfg: DashboardConfig) -> html.Div:
                 html.H2("Axes"),
                 dcc.Checklist(id="axis-options", options=[{"label": " log-scale steps (x)", "value": "log_x"},
                                                           {"label": " log-scale loss (y)", "value": "log_y_loss"}],
-                              value=[]),
+                              value=[], className="axis-options"),
                 html.H2("Legend"),
                 stage_legend(),
             ], className="sidebar"),
@@ -166,8 +167,7 @@ def run_table(runs: list[data.RunData]) -> html.Table | html.Div:
         problems = html.Ul([html.Li(e) for e in run.errors], className="problems") if run.errors else "—"
         last = f"{len(run.checkpoint_steps)} (last step {run.checkpoint_steps[-1]})" if run.checkpoint_steps else "0"
         rows.append(html.Tr([html.Td(run.run_id), html.Td([badge(run.status.badge), run.status.detail]),
-                             html.Td(last), html.Td(str(len(run.metrics))), html.Td(problems)],
-                            id={"type": "run-row", "run": run.run_id}))
+                             html.Td(last), html.Td(str(len(run.metrics))), html.Td(problems)]))
     return html.Table(rows, className="runs")
 
 

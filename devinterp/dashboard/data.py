@@ -228,6 +228,8 @@ def metric_parts(run_dir: Path) -> list[Path]:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as e:
+        raise RunDataError(f"{METRICS_DIRNAME}/ is unreadable ({e.strerror or e})") from None
     return [directory / n for n in sorted(names) if n.startswith("part-") and n.endswith(".parquet")]
 
 
@@ -253,7 +255,11 @@ def load_metrics(run_dir: Path, cache: PartCache | None = None) -> tuple[pd.Data
     """All readable metric rows of a run (sorted by step, name) and the errors for unreadable
     parts. A part that vanishes between listing and reading is skipped silently."""
     frames, errors = [], []
-    for path in metric_parts(run_dir):
+    try:
+        parts = metric_parts(run_dir)
+    except RunDataError as e:
+        return empty_metrics(), (str(e),)
+    for path in parts:
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -354,7 +360,10 @@ def change_signature(run_dir: Path) -> tuple:
     """Cheap fingerprint (file names, sizes, mtimes) of everything `load_run` reads; it changes
     whenever the charts could change, so the page can skip redrawing unchanged runs."""
     run_dir = Path(run_dir)
-    parts = metric_parts(run_dir)
+    try:
+        parts = metric_parts(run_dir)
+    except RunDataError:
+        parts = []
     return (
         str(run_dir),
         len(parts),

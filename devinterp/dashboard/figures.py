@@ -123,6 +123,7 @@ def _figure(traces: list[dict], title: str, y_title: str, options: PlotOptions, 
         "height": HEIGHT,
         "margin": {"l": 70, "r": 20, "t": 48, "b": 50},
         "hovermode": "x unified",
+        "showlegend": bool(traces),  # also for a single trace: its legend names the head or run
         "legend": {"font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.7)"},
         "uirevision": revision,
         "xaxis": _axis(x_title, options.log_x),
