@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,15 +18,27 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e ".[test,ray]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Headless Chromium for the dashboard's browser test (Debian packages chromium, chromium-driver).
+# Installed only when missing and possible (root with apt-get); otherwise skipped quietly and the
+# browser test skips with a message.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium and chromium-driver (apt-get)"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+				>/dev/null 2>&1 || echo "note: could not install chromium/chromium-driver; the browser test will skip"; \
+		fi; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m devinterp.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow" tests
 
 clean:

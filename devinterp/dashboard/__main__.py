@@ -1,0 +1,3 @@
+from devinterp.dashboard.cli import main
+
+main()
