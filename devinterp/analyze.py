@@ -51,11 +51,14 @@ def check_analyze_config(cfg: DictConfig) -> None:
 
 def run_analysis(cfg: DictConfig):
     from devinterp.analysis import analyze
+    from devinterp.analysis.posthoc import log_results, run_config
+    from devinterp.loggers import build_logger
 
     analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
+    callbacks = build_callbacks(cfg.callbacks)
     result = analyze(
         Path(analyze_cfg.run_dir),
-        build_callbacks(cfg.callbacks),
+        callbacks,
         executor=analyze_cfg.executor,
         device=str(resolve_device(analyze_cfg.device)),
         steps=analyze_cfg.steps,
@@ -64,6 +67,12 @@ def run_analysis(cfg: DictConfig):
     split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(result.callback_seconds.items()))
     print(f"analysed {len(result.steps_analysed)} checkpoints of {result.run_dir} in {result.seconds:.1f} s"
           + (f" (callbacks: {split})" if split else " (nothing left to do)"))
+    if result.steps_analysed:
+        logger = build_logger(analyze_cfg.logger, result.run_dir, None, group=run_config(result.run_dir)["name"])
+        try:
+            log_results(logger, result.run_dir, result.steps_analysed, callbacks)
+        finally:
+            logger.finish()
     if result.failures:
         print(f"{result.failures} callback runs failed; see {result.run_dir / 'failures'}", file=sys.stderr)
     return result

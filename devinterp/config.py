@@ -191,6 +191,7 @@ class AnalyzeConfig:
     run_dir: str = MISSING
     callbacks: Dict[str, Any] = field(default_factory=dict)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb: into the run's own wandb run
     steps: Optional[List[int]] = None  # only these checkpoint steps (default: every due one)
     device: Device = Device.auto
     progress: bool = True
@@ -205,6 +206,7 @@ class ReportConfig:
     loss: str = "eval/loss"
     ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
     device: Device = Device.auto
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb: stages and figures to the run's wandb run
 
 
 def register_configs() -> None:

@@ -83,3 +83,17 @@ def test_wandb_offline_logging(monkeypatch, tmp_path, tiny_overrides):
     run_dir = next((tmp_path / "runs" / "wb").iterdir())
     assert (run_dir / "wandb_id.txt").is_file()
     assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_umbrella_command_maps_a_bare_path(monkeypatch, tmp_path, capsys):
+    from devinterp import cli
+
+    monkeypatch.setattr(sys, "argv", ["devinterp", "report", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert f"run_dir='{tmp_path / 'missing'}'" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["devinterp", "bogus"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "usage: devinterp" in capsys.readouterr().err

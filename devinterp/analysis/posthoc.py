@@ -115,3 +115,20 @@ def analyze(
                                                            "updated": time.time()})
     failures = len(ResultStore(run_dir).failures()) - failed_before
     return AnalysisResult(run_dir, sorted(todo), time.perf_counter() - started, dict(totals), max(failures, 0))
+
+
+def log_results(logger, run_dir: Path, steps: list[int], callbacks: list[Callback]) -> None:
+    """Send stored results of `callbacks` at `steps` to a logger (e.g. the run's wandb run)."""
+    from devinterp.store.metrics import read_metrics
+
+    metrics = read_metrics(run_dir, latest_only=False)
+    store = ResultStore(run_dir)
+    for callback in callbacks:
+        mine = metrics[(metrics["callback"] == callback.name) & (metrics["settings"] == callback.settings_hash)
+                       & metrics["step"].isin(steps)]
+        for step, rows in mine.groupby("step"):
+            logger.log(int(step), dict(zip(rows["name"], rows["value"])))
+            try:
+                logger.log_arrays(int(step), store.load_arrays(callback.name, callback.settings_hash, int(step)))
+            except FileNotFoundError:
+                pass

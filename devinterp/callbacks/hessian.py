@@ -16,13 +16,13 @@ from devinterp.callbacks.llc import next_token_loss
 class HessianSettings:
     top_k: int = 3
     bottom_k: int = 1
-    trace_probes: int = 10
+    trace_probes: int = 5
     density: bool = True
     density_probes: int = 1
     lanczos_steps: int = 30
     tol: float = 1e-3
-    num_samples: int = 32
-    batch_size: int = 32
+    num_samples: int = 16
+    batch_size: int = 16
 
 
 class HessianCallback(Callback):

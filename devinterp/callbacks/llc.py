@@ -24,12 +24,12 @@ def next_token_loss(model, batch):
 @dataclass
 class LLCSettings:
     num_chains: int = 4
-    num_draws: int = 200
+    num_draws: int = 100
     num_burnin: int = 0
     step_size: float = 1e-3
     nbeta: Optional[float] = None  # default n / log n with n = num_samples
     localization: float = 100.0
-    batch_size: int = 32
+    batch_size: int = 16
     sampler: str = "sgld"  # or rmsprop_sgld
     num_samples: int = 1024
     refined: str = "none"  # none | per_layer | per_head

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from devinterp.callbacks.base import Callback, CallbackContext, derive_seed
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, derive_seed
 from devinterp.config import ConfigError
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
@@ -84,9 +85,9 @@ class CallbackRunner:
         steps = set().union(*self._due.values()) if self._due else set()
         return sorted(s for s in steps if self.pending(s))
 
-    def run(self, step: int, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        """Run the callbacks pending at `step`; returns their scalars (for loggers)."""
-        scalars: dict[str, float] = {}
+    def run(self, step: int, model: torch.nn.Module, device: torch.device) -> CallbackOutput:
+        """Run the callbacks pending at `step`; returns their outputs merged (for loggers)."""
+        merged = CallbackOutput()
         was_training = model.training
         model.eval()
         for callback in self.pending(step):
@@ -95,11 +96,18 @@ class CallbackRunner:
                                   device, seed, self.data.run_dir, self.data.initial_state)
             started = time.perf_counter()
             try:
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
+                # the same diagnostics are stored as metrics.
+                with warnings.catch_warnings(record=True) as caught, \
+                        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    warnings.simplefilter("always")
                     torch.manual_seed(seed)
                     output = callback.on_checkpoint(ctx)
+                for warning in caught:
+                    log.warning("%s at step %d: %s", callback.name, step, warning.message)
                 self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
-                scalars.update(output.scalars)
+                merged.scalars.update(output.scalars)
+                merged.arrays.update(output.arrays)
             except Exception as e:
                 log.exception("callback %s failed at step %d", callback.name, step)
                 self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
@@ -107,4 +115,4 @@ class CallbackRunner:
                 self.seconds[callback.name] += time.perf_counter() - started
             self._done.add((step, callback.name, callback.settings_hash))
         model.train(was_training)
-        return scalars
+        return merged

@@ -32,6 +32,20 @@ def print_stages(stages) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def log_report(report_cfg: ReportConfig, report) -> None:
+    """Stages table and figures to the run's wandb run (logger=wandb)."""
+    from devinterp.analysis.posthoc import run_config
+    from devinterp.loggers import build_logger
+
+    logger = build_logger(report_cfg.logger, Path(report_cfg.run_dir), None,
+                          group=run_config(report_cfg.run_dir)["name"])
+    try:
+        logger.log_table("report/stages", report.stages)
+        logger.log_images({f"report/{path.stem}": path for path in report.figures})
+    finally:
+        logger.finish()
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="report", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> None:
     from devinterp.report import build_report
@@ -42,6 +56,7 @@ def hydra_app(cfg: DictConfig) -> None:
                           llc_std=report_cfg.llc_std, ed_examples=report_cfg.ed_examples,
                           device=str(resolve_device(report_cfg.device)))
     print_stages(report.stages)
+    log_report(report_cfg, report)
     for note in report.notes:
         print(f"note: {note}")
     print(f"report: {report.directory / 'index.html'}")

@@ -117,7 +117,9 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
                desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
     for step in bar:
         if runner.pending(step):
-            logger.log(step, runner.run(step, model, device))
+            measured = runner.run(step, model, device)
+            logger.log(step, measured.scalars)
+            logger.log_arrays(step, measured.arrays)
         if step in checkpoint_steps and step != resume_step:
             writer.flush()
             wall = wall_offset + time.perf_counter() - started

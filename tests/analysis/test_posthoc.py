@@ -88,3 +88,16 @@ def test_analyze_cli(trained, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         analyze_cli.main()
     assert exit_info.value.code == 2 and "run_dir=" in capsys.readouterr().err
+
+
+def test_posthoc_results_go_to_the_runs_own_wandb_run(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _, bare = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(bare, run_dir)
+    (run_dir / "wandb_id.txt").write_text("abcd1234")  # as left by training with logger=wandb
+    monkeypatch.setattr(sys, "argv", ["devinterp-analyze", f"run_dir={run_dir}", "callbacks=[loss]",
+                                      "logger=wandb", "progress=false"])
+    analyze_cli.main()
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert offline_runs and all(p.name.endswith("-abcd1234") for p in offline_runs)

@@ -130,3 +130,26 @@ def test_result_arrays_round_trip(tmp_path):
     store.write(7, "loss", "abc123", {"eval/loss": 1.5}, {"eval/loss_by_position": np.arange(3.0)})
     assert (7, "loss", "abc123") in store.completed()
     assert np.array_equal(store.load_arrays("loss", "abc123", 7)["eval/loss_by_position"], np.arange(3.0))
+
+
+class WarningCallback(WeightsCallback):
+    name = "warns"
+
+    def on_checkpoint(self, ctx):
+        import warnings
+
+        warnings.warn("chain did not mix", RuntimeWarning)
+        return super().on_checkpoint(ctx)
+
+
+def test_callback_warnings_go_to_the_log_not_the_console(tmp_path, caplog):
+    import warnings
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1))
+    task = InductionTask(vocab_size=10, seq_len=12, seed=0, eval_size=8)
+    data = RunData(task, task.eval_tokens(), task.train_batch(0, 8), seed=0, run_dir=tmp_path)
+    runner = CallbackRunner([WarningCallback()], data, ResultStore(tmp_path), [0], 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any escaping warning would fail the test
+        runner.run(0, model, torch.device("cpu"))
+    assert "chain did not mix" in caplog.text

@@ -68,3 +68,12 @@ def test_report_cli(run_with_llc, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report_cli.main()
     assert exit_info.value.code == 2
+
+
+def test_report_logs_to_wandb_offline(run_with_llc, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(sys, "argv", ["devinterp-report", f"run_dir={run_with_llc}", "loss=synthetic/loss",
+                                      "logger=wandb"])
+    report_cli.main()
+    run_id = (run_with_llc / "wandb_id.txt").read_text()
+    assert any(p.name.endswith(run_id) for p in (run_with_llc / "wandb").glob("offline-run-*"))
