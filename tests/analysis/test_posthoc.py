@@ -4,6 +4,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from devinterp import analyze as analyze_cli
 from devinterp.analysis import ExecutorConfig, analyze
@@ -63,11 +64,18 @@ def test_changed_settings_add_entries_instead_of_overwriting(trained, tmp_path):
 
 @pytest.mark.parametrize("executor", [ExecutorName.process, pytest.param(ExecutorName.ray, marks=pytest.mark.slow)])
 def test_parallel_executors_match_serial(trained, tmp_path, executor):
+    """Bit-for-bit equal. Workers run one torch thread each (a pool shares the cores), so the
+    serial reference does too: summation order, not the executor, is what could differ."""
     _, bare = trained
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     shutil.copytree(bare, serial)
     shutil.copytree(bare, parallel)
-    analyze(serial, callbacks(), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        analyze(serial, callbacks(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     config = ExecutorConfig(name=executor, num_workers=2)
     result = analyze(parallel, callbacks(), executor=config, progress=False)
     assert result.callback_seconds and set(result.callback_seconds) == {"loss", "induction", "weights", "grads"}

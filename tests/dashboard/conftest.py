@@ -8,17 +8,14 @@ weights or fsyncing, so tests can build a ~100-checkpoint run in well under a se
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from devinterp.store import write_status
-from devinterp.store.metrics import METRICS_DIRNAME, SCHEMA
+from devinterp.store import metrics as store
+from devinterp.store.metrics import METRICS_DIRNAME
 from devinterp.training.schedule import checkpoint_schedule
 
 LAYERS, HEADS = 2, 4
@@ -52,9 +49,7 @@ def synthetic_metrics(step: int, seed: int = 0) -> dict[str, float]:
 
 
 def write_part(run_dir: Path, rows: list[tuple[int, str, float]]) -> None:
-    steps, names, values = zip(*rows)
-    table = pa.table({"step": steps, "name": names, "value": values}, schema=SCHEMA)
-    pq.write_table(table, Path(run_dir) / METRICS_DIRNAME / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
+    store.write_part(run_dir, rows, callback="train", settings="")
 
 
 def write_synthetic_run(run_dir: Path, steps: int = 2000, n_log: int = 50, n_linear: int = 60,
