@@ -26,7 +26,7 @@ class RunSummary:
     loss_after_drop: float | None
     num_checkpoints: int
     checkpoint_bytes: int
-    train_seconds: float | None  # wall time recorded at the last checkpoint
+    train_seconds: float | None  # wall time recorded at the last checkpoint (training + callbacks)
 
 
 def loss_drop_step(series: pd.Series, min_drop: float = MIN_DROP_NATS) -> int | None:
@@ -79,10 +79,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
 
 
 def format_summary(s: RunSummary) -> str:
-    parts = [f"Trained {s.steps} steps"]
-    if s.train_seconds:
-        parts[0] += f" in {s.train_seconds:.0f} s ({s.steps / s.train_seconds:.1f} steps/s)"
-    parts[0] += "."
+    parts = [f"Trained {s.steps} steps" + (f" in {s.train_seconds:.0f} s." if s.train_seconds else ".")]
     if s.final_eval_loss is not None:
         parts.append(f"Final eval loss {s.final_eval_loss:.3f} nats"
                      + (f", last train-batch loss {s.final_train_loss:.3f}." if s.final_train_loss is not None else "."))

@@ -141,9 +141,10 @@ def report(result) -> None:
 
     print(f"run directory: {result.run_dir}")
     print(format_summary(summarize_run(result.run_dir)))
-    if result.callback_seconds:
-        split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
-        print(f"Time: training {result.train_seconds:.1f} s; callbacks: {split}.")
+    rate = result.steps_trained / result.train_seconds if result.train_seconds else float("nan")
+    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
+    print(f"Time: training {result.train_seconds:.1f} s ({rate:.1f} steps/s)"
+          + (f"; callbacks: {split}." if split else "."))
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
