@@ -153,3 +153,22 @@ def test_callback_warnings_go_to_the_log_not_the_console(tmp_path, caplog):
         warnings.simplefilter("error")  # any escaping warning would fail the test
         runner.run(0, model, torch.device("cpu"))
     assert "chain did not mix" in caplog.text
+
+
+def test_callbacks_can_be_removed_from_the_config():
+    from devinterp.train import compose_train_config
+
+    assert [c.name for c in build_callbacks(compose_train_config(["~callbacks.grads"]).callbacks)] == \
+        ["loss", "induction", "weights"]
+
+
+@pytest.mark.parametrize("refined,labels", [("per_head", ["L0H0", "L0H1"]), ("per_layer", ["layer0"])])
+def test_refined_llc_per_head_and_per_layer(refined, labels):
+    from devinterp.callbacks.llc import LLCCallback
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1)).eval()
+    callback = LLCCallback(num_chains=2, num_draws=5, num_samples=16, batch_size=8, refined=refined)
+    output = callback.on_checkpoint(context(model))
+    assert output.arrays["llc/loss_trace"].shape == (2, 5)
+    for label in labels:
+        assert np.isfinite(output.scalars[f"llc/{label}/mean"])
