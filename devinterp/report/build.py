@@ -109,12 +109,12 @@ def render_html(run_dir: Path, report: Report) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-tr.tA td:nth-child(2) {{ color: #d62728; font-weight: bold; }} tr.tB td:nth-child(2) {{ color: #1f77b4; font-weight: bold; }}
+tr.tA td:nth-child(2) {{ color: #1f77b4; font-weight: bold; }} tr.tB td:nth-child(2) {{ color: #ff7f0e; font-weight: bold; }}
 figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Developmental stages of {html.escape(str(run_dir))}</h1>
-<p>Stage boundaries are critical points of the smoothed LLC curve against ln(step + 1). <b style="color:#d62728">Type A</b>:
-LLC rises (complexity grows), loss usually falls. <b style="color:#1f77b4">Type B</b>: LLC falls while the loss
+<p>Stage boundaries are critical points of the smoothed LLC curve against ln(step + 1). <b style="color:#1f77b4">Type A</b>:
+LLC rises (complexity grows), loss usually falls. <b style="color:#ff7f0e">Type B</b>: LLC falls while the loss
 changes little. Confidence: posterior probability that the LLC moved in the stage's direction.</p>
 <table><tr><th>#</th><th>type</th><th>start step</th><th>end step</th><th>LLC</th><th>loss</th><th>confidence</th><th>evidence</th></tr>{rows}</table>
 <p>Essential-dynamics boundary candidates (steps): {ed}</p>

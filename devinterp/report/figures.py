@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, PNG). Every plot over training shares the conventions:
-x = training step on a symmetric-log axis (linear below 10), detected stages shaded (type A red,
-type B blue, other grey) and labelled at the top."""
+x = training step on a symmetric-log axis (linear below 10), detected stages shaded (type A blue,
+type B orange, other grey) and labelled at the top."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STAGE_COLORS = {"A": "#d62728", "B": "#1f77b4", "other": "#7f7f7f"}
+# The same colours as the dashboard: type A blue, type B orange, other grey.
+STAGE_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "other": "#7f7f7f"}
 
 
 def series(metrics: pd.DataFrame, name: str) -> pd.Series:
