@@ -6,6 +6,7 @@ One job per checkpoint; each job loads its checkpoint and writes its own result 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -33,10 +34,14 @@ _TASK_SCHEMAS = {"induction": InductionTaskConfig, "markov_icl": MarkovICLTaskCo
 
 @dataclass(frozen=True)
 class CheckpointJob:
+    """Callbacks to run at one checkpoint (planned by the driver: they are due and not stored)."""
+
     run_dir: Path
     step: int
     callbacks: tuple[Callback, ...]
     device: str
+    checkpoint_steps: tuple[int, ...]
+    total_steps: int
 
 
 @dataclass
@@ -52,8 +57,10 @@ def run_config(run_dir: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
 
 
+@functools.lru_cache(maxsize=4)
 def load_run_data(run_dir: Path) -> RunData:
-    """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed."""
+    """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed.
+    Cached per process (every checkpoint job of a run needs the same); callers must not modify it."""
     config = run_config(run_dir)
     schema = _TASK_SCHEMAS[config["task"]["name"]]
     task_cfg: TaskConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config["task"]))
@@ -70,13 +77,11 @@ def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> Call
 
 
 def analyze_checkpoint(job: CheckpointJob) -> tuple[int, dict[str, float]]:
-    """Run the pending callbacks at one checkpoint; returns (step, seconds per callback)."""
-    data = load_run_data(job.run_dir)
-    runner = make_runner(job.run_dir, list(job.callbacks), data)
+    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback)."""
+    runner = CallbackRunner(list(job.callbacks), load_run_data(job.run_dir), ResultStore(job.run_dir),
+                            list(job.checkpoint_steps), job.total_steps, completed=set())
     device = torch.device(job.device)
-    if runner.pending(job.step):
-        model = checkpoints.load(job.run_dir, job.step, device)
-        runner.run(job.step, model, device)
+    runner.run(job.step, checkpoints.load(job.run_dir, job.step, device), device)
     return job.step, dict(runner.seconds)
 
 
@@ -93,10 +98,11 @@ def analyze(
     steps count only where a checkpoint exists."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
-    available = {info.step for info in checkpoints.list_checkpoints(run_dir)}
     runner = make_runner(run_dir, callbacks, load_run_data(run_dir))
+    available = set(runner.checkpoint_steps)
     todo = [s for s in runner.pending_steps() if s in available and (steps is None or s in steps)]
-    jobs = [CheckpointJob(run_dir, s, tuple(runner.pending(s)), device) for s in todo]
+    jobs = [CheckpointJob(run_dir, s, tuple(runner.pending(s)), device, tuple(runner.checkpoint_steps),
+                          runner.total_steps) for s in todo]
     atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": "analysing", "step": 0, "updated": time.time()})
     totals: dict[str, float] = defaultdict(float)
     failed_before = len(ResultStore(run_dir).failures())

@@ -71,11 +71,12 @@ class CallbackRunner:
     store: ResultStore
     checkpoint_steps: list[int]
     total_steps: int
+    completed: set[tuple[int, str, str]] | None = None  # results already stored; None: ask the store
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def __post_init__(self):
         self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
-        self._done = self.store.completed()
+        self._done = self.store.completed() if self.completed is None else set(self.completed)
 
     def pending(self, step: int) -> list[Callback]:
         return [c for c in self.callbacks
