@@ -117,16 +117,16 @@ class Callback:
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
     def on_train_start(self, model: torch.nn.Module) -> None:
-        pass
+        """Live runs only: before the first step (after a resume, before its first step)."""
 
     def on_step(self, step: int, loss: float) -> None:
-        pass
+        """Live runs only: after optimizer update step+1; `loss` is step `step`'s batch loss (nats)."""
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
         raise NotImplementedError
 
     def on_train_end(self) -> None:
-        pass
+        """Live runs only: after the last step and its callbacks."""
 
 
 @dataclass

@@ -108,6 +108,8 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
         initial_state = checkpoints.initial_state(run_dir)
     data = RunData(task, eval_tokens, training_sample(task, cfg.train_sample_size), cfg.seed, run_dir, initial_state)
     runner = CallbackRunner(callbacks, data, ResultStore(run_dir), schedule, cfg.steps)
+    for callback in callbacks:
+        callback.on_train_start(model)
     train_seconds = 0.0
 
     writer = MetricsWriter(run_dir)
@@ -147,6 +149,8 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
         scheduler.step()
 
         last_loss = loss.item()
+        for callback in callbacks:
+            callback.on_step(step, last_loss)
         train_seconds += time.perf_counter() - step_started
         if step % cfg.log_every == 0:
             train_metrics = {"train/loss": last_loss, "train/lr": optimizer.param_groups[0]["lr"]}
@@ -155,6 +159,8 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
             bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
 
     writer.flush()
+    for callback in callbacks:
+        callback.on_train_end()
     write_status(run_dir, "finished", cfg.steps)
     seconds = time.perf_counter() - started
     return TrainResult(run_dir, cfg.steps, seconds, cfg.steps - start_step, count_parameters(model),

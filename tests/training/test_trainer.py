@@ -189,3 +189,26 @@ def test_a_failing_callback_does_not_stop_training(tmp_path, tiny_overrides, mon
     failures = ResultStore(result.run_dir).failures()
     assert sorted(f["step"] for f in failures) == checkpoint_schedule(30, 4, 4)
     assert len(metric_series(read_metrics(result.run_dir), "weights/norm")) == len(failures)
+
+
+def test_live_runs_call_the_callback_hooks(tmp_path, tiny_overrides, monkeypatch):
+    from devinterp.callbacks import WeightsCallback
+
+    calls = []
+
+    class Recording(WeightsCallback):
+        name = "recording"
+
+        def on_train_start(self, model):
+            calls.append(("start", model.training))
+
+        def on_step(self, step, loss):
+            calls.append(("step", step))
+
+        def on_train_end(self):
+            calls.append(("end",))
+
+    monkeypatch.setattr("devinterp.train.build_callbacks", lambda cfg: [Recording()])
+    train(tiny_overrides)
+    assert calls[0][0] == "start" and calls[-1] == ("end",)
+    assert [c[1] for c in calls if c[0] == "step"] == list(range(30))
