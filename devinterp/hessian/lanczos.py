@@ -72,6 +72,17 @@ def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def _fresh_direction(basis: torch.Tensor, op: SymmetricOperator, generator: torch.Generator) -> torch.Tensor | None:
+    """A random unit vector orthogonal to `basis`, or None when none is found in a few draws (the basis
+    spans, or nearly spans, the space: in small dimensions a Rademacher draw can repeat a basis vector)."""
+    for _ in range(8):
+        w = _orthogonalise(random_unit_vector(op.dim, generator, op.dtype, op.device), basis)
+        norm = float(w.norm())
+        if norm > 1e-3:
+            return w / norm
+    return None
+
+
 def random_unit_vector(dim: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A Rademacher vector scaled to unit norm, drawn on the CPU from `generator` (so the same seed
     gives the same vector on any device)."""
@@ -119,15 +130,17 @@ def lanczos(
         scale = max(scale, abs(alpha), beta)
         breakdown = beta <= 10 * eps * max(scale, np.finfo(np.float64).tiny)
         last = j + 1 == steps
+        fresh = None
         if breakdown and restart_on_breakdown and not last:
             truncation = max(truncation, beta)
             beta = 0.0
-            w = _orthogonalise(random_unit_vector(op.dim, generator, op.dtype, op.device), basis[: j + 1])
-            basis[j + 1] = w / w.norm()
-        elif not breakdown and not last:
+            fresh = _fresh_direction(basis[: j + 1], op, generator)
+            if fresh is not None:
+                basis[j + 1] = fresh
+        if not breakdown and not last:
             basis[j + 1] = w / beta
         betas.append(beta)
-        stop = last or (breakdown and not restart_on_breakdown)
+        stop = last or (breakdown and fresh is None)
         if not stop and should_stop is not None:
             stop = should_stop(LanczosRun(np.array(alphas), np.array(betas), None, truncation))
         if stop:

@@ -119,3 +119,15 @@ def test_slq_moments_and_mass_near_zero():
     assert density.mass_near_zero == pytest.approx(0.6, abs=0.12)
     assert density.mass_within(0.5) == pytest.approx(0.6, abs=0.12)
     assert density.mass_within(1e9) == pytest.approx(1.0)
+
+
+def test_lanczos_restarts_survive_small_dimensions_and_repeated_eigenvalues():
+    """In 4 dimensions a Rademacher restart vector often repeats a basis vector (16 choices); 2·I breaks
+    down at every step. The run must still end with finite, correct Ritz values."""
+    generator = torch.Generator().manual_seed(0)
+    for matrix, top in ((2 * torch.eye(4, dtype=torch.float64), 2.0),
+                        (torch.diag(torch.tensor([2.0, 2.0, 0.0, 0.0], dtype=torch.float64)), 2.0),
+                        (torch.zeros(3, 3, dtype=torch.float64), 0.0)):
+        result = extreme_eigenpairs(MatrixOperator(matrix), 1, 1, max_steps=30, tol=1e-2, generator=generator,
+                                    warn=False)
+        assert result.top[0] == pytest.approx(top) and np.isfinite(result.bottom).all()
