@@ -1,31 +1,34 @@
-"""Choosing SGLD hyperparameters for `estimate_llc` by a cheap grid sweep.
+"""Choosing SGLD settings for `estimate_llc` from the loss's local geometry.
 
-λ̂ depends strongly on the step size ε: too small and the chains have not left w* (λ̂ too low, traces
-still rising), too large and discretization bias inflates λ̂ until chains diverge. Between the two, a
-sound estimate sits on a *plateau* where λ̂ hardly changes with ε. `calibrate` runs every grid cell
-(ε × nβ × γ) as its own group of chains, all cells in one vectorized SGLD run, and picks:
+λ̂ is biased three ways by its settings: a step size ε too large for the curvature inflates it
+(discretization), a batch too small for ε inflates it (minibatch gradient noise heats the chains),
+and too few steps deflate it (the chains have not equilibrated). `calibrate` measures what sets each
+bound (`devinterp.slt.geometry`) and applies this rule:
 
-1. A cell is **stable** when none of its chains diverged, its λ̂ is positive and finite, and its
-   split-R̂ is at most `max_rhat` (or undefined).
-2. Within each (nβ, γ) group, step sizes are sorted; two neighbouring stable cells **agree** when their
-   λ̂ differ by at most `plateau_tolerance` (relative to the larger) or by at most twice their combined
-   standard error. A **plateau** is a maximal run of neighbouring cells that agree pairwise.
-3. Among the (nβ, γ) groups that have a plateau, prefer (in this order) the smallest localization γ
-   (γ biases λ̂ downward, by 1/(1 + γ/(nβ h)) in a regular direction of curvature h), then the longest
-   plateau, then nβ closest to n / log n; recommend the largest step size of that group's longest
-   plateau (ties: the plateau at larger step sizes), since larger steps mix faster.
-4. Without any plateau (no two neighbours agree) it falls back to the largest stable step size, and
-   without any stable cell to the smallest step size of the grid, with a warning either way.
+1. nβ = n / log n and localization γ = nβ / 100 unless given. (γ biases a direction of per-sample
+   curvature h by the factor nβh / (nβh + γ), so it must scale with nβ; 1/100 keeps that bias to a
+   few percent on deep linear networks.)
+2. ε = 1 / (8 κ) with κ = nβ·h + γ and h the top Hessian eigenvalue of L_n: each step moves the
+   stiffest direction by 1/16 of its own scale (stationary variance inflated by ≤ 3 %).
+3. Batch: the smallest (≥ `min_batch_size`) keeping minibatch gradient noise ≤ 5 % of the injected
+   noise; if even `max_batch_size` does not, ε is lowered until it does.
+4. Burn-in: 1/(2εγ) steps, half the relaxation time of the localization (no direction relaxes slower;
+   measured: λ̂ settles within 0.2–0.3 of it); draws: enough for ESS ≥ 100 and a standard error
+   ≤ `target_stderr` × λ̂, judged from a probe.
+5. h and the noise are measured at w* and again where probe chains end up (at a singular w* both can
+   be far smaller than a short way off); ε and the batch are recomputed until they stop changing. A
+   probe whose chains diverge caps ε at a quarter of its step size.
 
-The λ̂ values in the table come from few draws: use them to choose hyperparameters, then run
-`estimate_llc(model, loss_fn, data, **result.recommended)` for the number you report.
+When `max_steps` cannot hold the burn-in at the rule's ε, ε is raised to fit and `problems` says by
+how much the rule is exceeded (with a warning); likewise for noise above its target.
+
+The probes are short: run `estimate_llc(model, loss_fn, data, **result.recommended)` for the number
+you report.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -33,23 +36,43 @@ import torch
 from torch.utils.data import Dataset
 
 from devinterp.params import ParamSelector
-from devinterp.slt.llc import _validate, default_nbeta, summarize_chains
-from devinterp.slt.sampler import FunctionalProblem, LossFn, run_chains
+from devinterp.slt.geometry import CURVATURE_SAMPLES, noise_ratio, top_curvature
+from devinterp.slt.llc import MIN_ESS, LLCResult, default_nbeta, is_trending, measure_anchor, sample_llc
+from devinterp.slt.sampler import FunctionalProblem, LossFn
 
-DEFAULT_STEP_SIZES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+LOCALIZATION_PER_NBETA = 0.01
+STEP_CURVATURE_PRODUCT = 1 / 8  # ε·κ_max
+NOISE_TARGET = 0.05
+BURNIN_RELAXATIONS = 0.5  # burn-in = this / (εγ) steps
+PROBE_CHAINS = 2
+PROBE_DRAWS = 200
+MAX_ROUNDS = 4
+CONVERGED_CHANGE = 0.1  # stop re-measuring once h and the noise grew by less than this (relative)
+MIN_DRAWS = 100
+DRAW_SAFETY = 1.5  # a probe's ESS per draw is itself a noisy estimate
 
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """table: one row per grid cell (step_size, nbeta, localization, llc, std, rhat, ess, num_diverged,
-    fraction_below_init, mean_distance, stable, on_plateau, recommended).
+    """table: one row per probe round (step_size, batch_size, num_burnin, curvature, noise_scale, and the
+    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged).
     recommended: keyword arguments for `estimate_llc` (step_size, nbeta, localization, batch_size,
-    sampler, and params when given).
-    reason: one sentence saying how the recommendation was chosen."""
+    num_chains, num_draws, num_burnin, sampler, and params when given).
+    reason: one sentence saying how the recommendation was chosen.
+    problems: which parts of the rule the budget did not allow (empty when all held)."""
 
     table: pd.DataFrame
     recommended: dict = field(default_factory=dict)
     reason: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    step_size: float
+    batch_size: int
+    num_burnin: int
+    problems: tuple[str, ...]
 
 
 def calibrate(
@@ -57,142 +80,131 @@ def calibrate(
     loss_fn: LossFn,
     data: Dataset,
     *,
-    step_sizes: Sequence[float] = DEFAULT_STEP_SIZES,
-    nbetas: Sequence[float | None] = (None,),
-    localizations: Sequence[float] = (100.0,),
-    num_chains: int = 2,
-    num_draws: int = 100,
-    num_burnin: int = 0,
-    batch_size: int = 32,
+    nbeta: float | None = None,
+    localization: float | None = None,
+    num_chains: int = 4,
+    min_batch_size: int = 256,
+    max_batch_size: int | None = None,
+    max_steps: int = 20_000,
+    target_stderr: float = 0.02,
+    curvature_samples: int = CURVATURE_SAMPLES,
     sampler: str = "sgld",
     params: ParamSelector = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    plateau_tolerance: float = 0.1,
-    max_rhat: float = 1.2,
     progress: bool = False,
 ) -> CalibrationResult:
-    """Sweep step_sizes × nbetas × localizations and recommend `estimate_llc` keyword arguments.
+    """Recommend `estimate_llc` settings for `model` at its current weights (rule in the module docstring).
 
-    `nbetas` entries of None mean n / log n with n = len(data). All cells run together as
-    len(grid) × num_chains chains of one vectorized SGLD run of num_burnin + num_draws steps, so memory
-    grows with the grid size. The selection rule is stated in the module docstring.
+    nbeta, localization: fixed values (defaults n / log n and nβ / 100); ε, the batch, burn-in and draws
+    are then chosen. num_chains: chains of the recommended estimate. min_batch_size, max_batch_size:
+    the smallest and largest minibatch allowed (default 256 and n, the full batch; below a few hundred
+    samples a step of a small model costs about the same whatever its batch). max_steps: the most SGLD
+    steps per chain, burn-in included, of the recommended estimate. target_stderr: relative standard
+    error the recommended draws aim at. curvature_samples: the Hessian's subsample (its HVPs cost
+    most for large models). Cost: a few short probes of 2 chains, plus one Lanczos run
+    (≤ 30 Hessian-vector products on ≤ 1024 samples) and 256 per-sample gradients per probe.
     """
-    step_sizes = sorted(float(s) for s in step_sizes)
-    if not step_sizes or not nbetas or not localizations:
-        raise ValueError("step_sizes, nbetas and localizations must each list at least one value")
-    for step_size, localization in itertools.product(step_sizes, localizations):
-        _validate(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
     n = len(data)
-    nbeta_values = [default_nbeta(n) if nb is None else float(nb) for nb in nbetas]
-    cells = list(itertools.product(nbeta_values, [float(g) for g in localizations], step_sizes))
-
+    nbeta = default_nbeta(n) if nbeta is None else float(nbeta)
+    gamma = nbeta * LOCALIZATION_PER_NBETA if localization is None else float(localization)
+    max_batch = n if max_batch_size is None else min(int(max_batch_size), n)
+    min_batch = min(int(min_batch_size), max_batch)
+    if not (nbeta > 0 and gamma > 0):
+        raise ValueError(f"calibrate needs positive nbeta and localization, got nbeta={nbeta}, localization={gamma}")
+    if max_batch < 1 or max_steps < 2 * MIN_DRAWS or num_chains < 1:
+        raise ValueError(f"need max_batch_size >= 1, max_steps >= {2 * MIN_DRAWS}, num_chains >= 1; got "
+                         f"{max_batch_size}, {max_steps}, {num_chains}")
     problem = FunctionalProblem(model, loss_fn, params, device)
-    init_loss, _ = problem.full_loss_and_grad_norm(data, batch_size)
-    chain_values = [value for cell in cells for value in [cell] * num_chains]
-    run = run_chains(
-        problem,
-        data,
-        num_chains=len(chain_values),
-        num_steps=num_burnin + num_draws,
-        step_size=[c[2] for c in chain_values],
-        nbeta=[c[0] for c in chain_values],
-        localization=[c[1] for c in chain_values],
-        init_loss=init_loss,
-        batch_size=batch_size,
-        sampler=sampler,
-        seed=seed,
-        progress=progress,
-    )
-    loss_draws = run.loss_trace[:, num_burnin:].numpy()
-    distance_draws = run.distance_trace[:, num_burnin:].numpy()
-    diverged_at = run.diverged_at.numpy()
+    anchor = measure_anchor(problem, data, seed)
+    curvature = max(top_curvature(problem, data, seed, num_samples=curvature_samples), 0.0)
+    noise_scale = anchor.noise_scale
 
-    rows = []
-    for index, (nbeta, localization, step_size) in enumerate(cells):
-        chains = slice(index * num_chains, (index + 1) * num_chains)
-        mean, std, _, diag = summarize_chains(
-            loss_draws[chains], distance_draws[chains], diverged_at[chains], init_loss, nbeta
-        )
-        stable = (
-            diag["num_diverged"] == 0
-            and math.isfinite(mean)
-            and mean > 0
-            and not (diag["rhat"] > max_rhat)  # NaN R̂ (constant traces) does not disqualify
-        )
-        rows.append(
-            dict(
-                step_size=step_size,
-                nbeta=nbeta,
-                localization=localization,
-                llc=mean,
-                std=std,
-                rhat=diag["rhat"],
-                ess=diag["ess"],
-                num_diverged=diag["num_diverged"],
-                fraction_below_init=diag["fraction_below_init"],
-                mean_distance=diag["mean_distance"],
-                stable=stable,
-            )
-        )
-    table = pd.DataFrame(rows)
-    table["on_plateau"] = False
-    table["recommended"] = False
+    rows, probe, max_step = [], None, math.inf
+    for round_ in range(MAX_ROUNDS):
+        choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
+        probe, final = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS, num_draws=PROBE_DRAWS,
+                           num_burnin=choice.num_burnin, step_size=choice.step_size, nbeta=nbeta,
+                           localization=gamma, batch_size=choice.batch_size, sampler=sampler, seed=seed + round_ + 1,
+                           progress=progress)
+        d = probe.diagnostics
+        rows.append(dict(step_size=choice.step_size, batch_size=choice.batch_size, num_burnin=choice.num_burnin,
+                         curvature=curvature, noise_scale=noise_scale, llc=probe.mean, stderr=probe.stderr,
+                         ess=d["ess"], rhat=d["rhat"], trend_z=d["trend_z"], noise_ratio=d["noise_ratio"],
+                         num_diverged=d["num_diverged"]))
+        if d["num_diverged"]:  # the chains met curvature beyond what was measured: a quarter of the step
+            max_step = choice.step_size / 4
+        if final is None:
+            continue
+        new_curvature = max(curvature, top_curvature(problem, data, seed, weights=final, num_samples=curvature_samples))
+        new_noise = max(noise_scale, d["noise_scale"])
+        grew = new_curvature > curvature * (1 + CONVERGED_CHANGE) or new_noise > noise_scale * (1 + CONVERGED_CHANGE)
+        curvature, noise_scale = new_curvature, new_noise
+        if not grew and not is_trending(probe.mean, d) and not d["num_diverged"]:
+            break
 
-    choice, reason = _choose(table, num_chains, plateau_tolerance, default_nbeta(n))
-    table.loc[choice, "recommended"] = True
-    row = table.loc[choice]
-    recommended = dict(
-        step_size=float(row.step_size),
-        nbeta=float(row.nbeta),
-        localization=float(row.localization),
-        batch_size=batch_size,
-        sampler=sampler,
-    )
+    choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
+    num_draws = _size_draws(probe, num_chains, target_stderr, max_steps - choice.num_burnin)
+    recommended = dict(step_size=choice.step_size, nbeta=nbeta, localization=gamma, batch_size=choice.batch_size,
+                       num_chains=num_chains, num_draws=num_draws, num_burnin=choice.num_burnin, sampler=sampler)
     if params is not None:
         recommended["params"] = params
-    return CalibrationResult(table=table, recommended=recommended, reason=reason)
+    reason = (f"ε = 1/(8(nβ·h + γ)) with top curvature h = {curvature:.4g} over {len(rows)} probe round(s), "
+              f"batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} of the injected noise, "
+              f"burn-in {BURNIN_RELAXATIONS}/(εγ) = {choice.num_burnin} steps")
+    problems = list(choice.problems)
+    if problems:
+        warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
+    return CalibrationResult(table=pd.DataFrame(rows), recommended=recommended, reason=reason, problems=problems)
 
 
-def _agree(a: pd.Series, b: pd.Series, num_chains: int, tolerance: float) -> bool:
-    if not (a.stable and b.stable):
-        return False
-    difference = abs(a.llc - b.llc)
-    if difference <= tolerance * max(abs(a.llc), abs(b.llc)):
-        return True
-    stderr = [s / math.sqrt(num_chains) for s in (a["std"], b["std"]) if math.isfinite(s)]
-    return len(stderr) == 2 and difference <= 2 * math.hypot(*stderr)
+def _choose(curvature: float, noise_scale: float, nbeta: float, gamma: float, n: int, min_batch: int,
+            max_batch: int, max_steps: int, max_step: float) -> _Choice:
+    """Steps 2–4 of the rule for the measured curvature and noise (and at most `max_step`, a quarter of a
+    step size at which probe chains diverged)."""
+    problems = []
+    step_size = min(STEP_CURVATURE_PRODUCT / (nbeta * curvature + gamma), max_step)
+    batch = _batch_for(noise_scale, step_size, nbeta, n, min_batch, max_batch)
+    if batch is None:  # lower ε until the largest batch keeps the noise at its target
+        batch = max_batch
+        step_size = NOISE_TARGET * 4 * batch / (nbeta**2 * noise_scale * (n - batch) / (n - 1))
+    longest_burnin = max_steps - MIN_DRAWS
+    if BURNIN_RELAXATIONS / (step_size * gamma) > longest_burnin:
+        raised = BURNIN_RELAXATIONS / (gamma * longest_burnin)
+        kappa = nbeta * curvature + gamma
+        problems.append(f"step size raised from {step_size:.3g} to {raised:.3g} to fit burn-in into max_steps="
+                        f"{max_steps}: ε·κ_max = {raised * kappa:.2g} > {STEP_CURVATURE_PRODUCT:.3g} "
+                        "(discretization may inflate λ̂; raise max_steps or localization)")
+        step_size = raised
+        if noise_ratio(noise_scale, step_size, nbeta, batch, n) > NOISE_TARGET:
+            problems.append(f"minibatch noise {noise_ratio(noise_scale, step_size, nbeta, batch, n):.2g}× the "
+                            f"injected noise at the largest batch {batch} (target {NOISE_TARGET}): λ̂ inflated by "
+                            "about as much; raise max_batch_size or max_steps")
+    num_burnin = min(math.ceil(BURNIN_RELAXATIONS / (step_size * gamma)), longest_burnin)
+    return _Choice(step_size, batch, num_burnin, tuple(problems))
 
 
-def _choose(table: pd.DataFrame, num_chains: int, tolerance: float, default: float) -> tuple[int, str]:
-    """Index of the recommended row (marking `on_plateau` in place) and the reason, per the module rule."""
-    candidates = []  # ((-localization, plateau length, -|log nbeta/default|, largest step), row index)
-    for (nbeta, localization), group in table.groupby(["nbeta", "localization"], sort=False):
-        group = group.sort_values("step_size")
-        indices = list(group.index)
-        run: list[int] = []
-        for i, index in enumerate(indices):
-            if i > 0 and run and _agree(table.loc[run[-1]], table.loc[index], num_chains, tolerance):
-                run.append(index)
-            else:
-                run = [index]
-            if len(run) >= 2:
-                table.loc[run, "on_plateau"] = True
-                key = (-localization, len(run), -abs(math.log(nbeta / default)), table.loc[index, "step_size"])
-                candidates.append((key, index))
-    if candidates:
-        key, index = max(candidates, key=lambda c: c[0])
-        row = table.loc[index]
-        return index, (
-            f"largest step size of the longest λ̂ plateau ({key[1]} step sizes agreeing within the tolerance) "
-            f"at nbeta={row.nbeta:.4g}, localization={row.localization:.4g}"
-        )
-    stable = table[table.stable]
-    if len(stable):
-        index = stable.sort_values(["step_size", "localization"], ascending=[False, True]).index[0]
-        reason = "no plateau found: largest stable step size (widen or refine the step-size grid, or add draws)"
-    else:
-        index = table.sort_values(["step_size", "localization"]).index[0]
-        reason = "no stable cell: smallest step size of the grid (try smaller step sizes or larger localization)"
-    warnings.warn(f"calibrate: {reason}", RuntimeWarning, stacklevel=3)
-    return index, reason
+def _batch_for(noise_scale: float, step_size: float, nbeta: float, n: int, min_batch: int,
+               max_batch: int) -> int | None:
+    """The smallest power of two ≥ `min_batch` (or n) whose noise ratio is ≤ NOISE_TARGET; None above max_batch."""
+    sizes = [2**k for k in range(int(math.log2(n)) + 1) if min_batch <= 2**k < n] + [n]
+    for batch in [min_batch] + sizes:
+        if batch > max_batch:
+            return None
+        if noise_ratio(noise_scale, step_size, nbeta, batch, n) <= NOISE_TARGET:
+            return batch
+    return None
+
+
+def _size_draws(probe: LLCResult, num_chains: int, target_stderr: float, max_draws: int) -> int:
+    """Draws per chain so the estimate reaches ESS ≥ MIN_ESS and stderr ≤ target_stderr·|λ̂|, judged
+    from the probe's ESS per draw and draw-to-draw spread (assumed the same for the estimate)."""
+    d = probe.diagnostics
+    probe_draws = d["num_draws"] * d["num_chains"]
+    ess = d["ess"] if math.isfinite(d["ess"]) and d["ess"] > 0 else 1.0
+    wanted_ess = MIN_ESS
+    if math.isfinite(probe.stderr) and probe.mean > 0:
+        spread = probe.stderr * math.sqrt(ess)
+        wanted_ess = max(wanted_ess, (spread / (target_stderr * probe.mean)) ** 2)
+    draws = math.ceil(DRAW_SAFETY * wanted_ess * probe_draws / ess / num_chains)
+    return int(min(max(draws, MIN_DRAWS), max(max_draws, MIN_DRAWS)))

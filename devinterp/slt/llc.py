@@ -14,12 +14,20 @@ sampled with SGLD, w ← w − (ε/2)(nβ ∇L_batch(w) + γ (w − w*)) + N(0, 
 - nβ defaults to n / log n with **n = len(data), the number of samples in the dataset** (β = 1/log n,
   Watanabe's WBIC temperature). The devinterp library's `default_nbeta` uses the *batch* size
   instead; pass `nbeta=` explicitly to match it.
-- L_n(w*) (`init_loss`) is the loss over the whole dataset, evaluated in fixed sequential batches.
-- E_w[L_n(w)] is the mean over post-burn-in draws of the minibatch loss recorded from the same
-  forward pass that gives the gradient, i.e. before the update (recording it after the update on the
-  same minibatch biases λ̂ downward).
+- L_n(w*) (`init_loss`) is the mean of the per-sample losses at w* over the whole dataset (forward
+  only; in fixed batches when `loss_fn` is not a mean over samples).
+- E_w[L_n(w)] is the mean over post-burn-in draws of the read-out loss (see `devinterp.slt.sampler`):
+  the loss of the forward pass that gives the gradient, i.e. before the update, with the same
+  minibatch's loss at w* as a control variate (recording it after the update on the same minibatch
+  biases λ̂ downward).
 - The estimate is the mean over chains of per-chain estimates; `std` is their sample standard
-  deviation (ddof = 1, NaN with a single surviving chain).
+  deviation (ddof = 1, NaN with a single surviving chain); `stderr` the standard error of the
+  mean from the effective sample size.
+
+An estimate is **healthy** when none of these checks fails (`LLCResult.problems` lists those that do,
+each with its fix): R̂ ≤ 1.1; ESS ≥ 100; no trend between the halves of the traces (|difference| ≤
+10 % of λ̂ or within 3 standard errors); no diverged chain; λ̂ > 0 (the sampled loss above L_n(w*));
+minibatch gradient noise ≤ 0.1 × the injected noise (`devinterp.slt.geometry`).
 """
 from __future__ import annotations
 
@@ -32,8 +40,16 @@ import torch
 from torch.utils.data import Dataset
 
 from devinterp.params import ParamSelector
-from devinterp.slt.diagnostics import effective_sample_size, split_rhat
-from devinterp.slt.sampler import FunctionalProblem, LossFn, run_chains
+from devinterp.slt import diagnostics as diag
+from devinterp.slt.geometry import gradient_noise_scale, noise_ratio
+from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains
+
+MAX_RHAT = 1.1
+MIN_ESS = 100.0
+MAX_TREND = 0.1  # relative to |λ̂|
+TREND_Z = 3.0
+MAX_NOISE_RATIO = 0.1
+FULL_LOSS_BATCH = 512  # L_n(w*) batch when loss_fn is not a mean over samples
 
 
 @dataclass(frozen=True)
@@ -43,11 +59,12 @@ class LLCResult:
     mean: λ̂ averaged over the chains that did not diverge (NaN, with a warning, if all diverged).
     std: sample standard deviation of the per-chain λ̂ (ddof = 1).
     per_chain: (chains,) per-chain λ̂; NaN for a diverged chain.
-    loss_trace: (chains, draws) minibatch loss of each post-burn-in draw, in `loss_fn` units
-        (NaN from the step a chain diverged).
+    loss_trace: (chains, draws) read-out loss of each post-burn-in draw, an unbiased estimate of
+        L_n(w_t) in `loss_fn` units (NaN from the step a chain diverged).
     init_loss: L_n(w*), the loss over the whole dataset at the starting weights.
     nbeta: the nβ used.
     diagnostics: see `estimate_llc`.
+    problems: one sentence per failed health check, naming the fix; empty when healthy.
     """
 
     mean: float
@@ -57,11 +74,27 @@ class LLCResult:
     init_loss: float
     nbeta: float
     diagnostics: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of `mean` from the pooled draws' spread and their effective sample size."""
+        return self.diagnostics.get("stderr", float("nan"))
 
     @property
     def llc_trace(self) -> np.ndarray:
-        """(chains, draws) nβ·(L_batch(w_t) − L_n(w*)): per-draw contributions to λ̂."""
+        """(chains, draws) nβ·(L(w_t) − L_n(w*)): per-draw contributions to λ̂."""
         return self.nbeta * (self.loss_trace - self.init_loss)
+
+    def to_arviz(self):
+        """The chains as an ArviZ `InferenceData`: posterior variables `llc` (per-draw contributions)
+        and `loss` (read-out loss), dimensions (chain, draw); diverged chains' NaN draws included."""
+        return diag._arviz().from_dict(posterior={"llc": self.llc_trace, "loss": self.loss_trace},
+                                       attrs={"init_loss": self.init_loss, "nbeta": self.nbeta})
 
 
 def default_nbeta(n: int) -> float:
@@ -83,19 +116,27 @@ def summarize_chains(
     alive = ~diverged
     per_chain = np.full(loss_draws.shape[0], np.nan)
     per_chain[alive] = nbeta * (loss_draws[alive].mean(axis=1) - init_loss)
-    alive_draws = loss_draws[alive]
+    llc_draws = nbeta * (loss_draws[alive] - init_loss)
+    nan = float("nan")
+    mean = std = fraction_below = mean_distance = stderr = nan
+    rhat = ess = trend = trend_z = nan
+    distance_per_chain = np.full(loss_draws.shape[0], nan)
     if alive.any():
         mean = float(per_chain[alive].mean())
-        std = float(per_chain[alive].std(ddof=1)) if alive.sum() > 1 else float("nan")
-        fraction_below = float((alive_draws < init_loss).mean())
+        std = float(per_chain[alive].std(ddof=1)) if alive.sum() > 1 else nan
+        fraction_below = float((llc_draws < 0).mean())
         distance_per_chain = distance_draws.mean(axis=1)
         mean_distance = float(distance_per_chain[alive].mean())
-    else:
-        mean = std = fraction_below = mean_distance = float("nan")
-        distance_per_chain = np.full(loss_draws.shape[0], np.nan)
+        rhat, ess = diag.rhat(llc_draws), diag.ess(llc_draws)
+        trend, trend_z = diag.trend(llc_draws)
+        if math.isfinite(ess) and ess > 0:
+            stderr = float(llc_draws.std(ddof=1) / math.sqrt(ess))
     diagnostics = {
-        "rhat": split_rhat(alive_draws) if alive.sum() > 0 else float("nan"),
-        "ess": effective_sample_size(alive_draws) if alive.sum() > 0 else float("nan"),
+        "rhat": rhat,
+        "ess": ess,
+        "stderr": stderr,
+        "trend": trend,  # mean of the traces' second half minus the first half's, in λ̂ units
+        "trend_z": trend_z,
         "fraction_below_init": fraction_below,
         "diverged": diverged,
         "num_diverged": int(diverged.sum()),
@@ -107,6 +148,40 @@ def summarize_chains(
         "negative_llc": bool(mean < 0) if not math.isnan(mean) else False,
     }
     return mean, std, per_chain, diagnostics
+
+
+def is_trending(mean: float, diagnostics: dict) -> bool:
+    """Whether the traces' halves differ by more than MAX_TREND × |λ̂| and TREND_Z standard errors."""
+    return abs(diagnostics["trend"]) > MAX_TREND * abs(mean) and abs(diagnostics["trend_z"]) > TREND_Z
+
+
+def health_problems(mean: float, diagnostics: dict, num_chains: int) -> list[str]:
+    """The failed health checks (module docstring), one sentence each with its fix."""
+    d = diagnostics
+    problems = []
+    if d["all_diverged"]:
+        problems.append(f"all {num_chains} chains diverged, so the LLC is NaN: lower step_size or raise "
+                        "localization (`calibrate` chooses them)")
+    elif d["num_diverged"]:
+        steps = d["diverged_at_step"][d["diverged"]].tolist()
+        problems.append(f"{d['num_diverged']} of {num_chains} chains diverged (at steps {steps}) and were "
+                        "excluded: lower step_size")
+    if d["rhat"] > MAX_RHAT:
+        problems.append(f"chains disagree (R̂ = {d['rhat']:.2f} > {MAX_RHAT}): run more draws or more chains")
+    if d["ess"] < MIN_ESS:
+        problems.append(f"effective sample size {d['ess']:.0f} < {MIN_ESS:.0f}: run more draws")
+    if is_trending(mean, d):
+        direction = "rising" if d["trend"] > 0 else "falling"
+        problems.append(f"traces still {direction} (second half {d['trend']:+.3g} from the first, "
+                        f"z = {d['trend_z']:.1f}): not equilibrated; add burn-in (num_burnin) or raise step_size")
+    if d["negative_llc"]:
+        problems.append(f"negative LLC ({mean:.4g}): the sampled loss fell below L_n(w*) "
+                        f"({d['fraction_below_init']:.0%} of draws); w* is not a local minimum (train further) "
+                        "or the chains are still descending (more burn-in, smaller step_size)")
+    if d.get("noise_ratio", 0.0) > MAX_NOISE_RATIO:
+        problems.append(f"minibatch gradient noise is {d['noise_ratio']:.2g}x the injected noise (> {MAX_NOISE_RATIO}), "
+                        "which heats the chains and inflates λ̂: raise batch_size or lower step_size")
+    return problems
 
 
 def estimate_llc(
@@ -125,6 +200,7 @@ def estimate_llc(
     params: ParamSelector = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    grad_norm: bool = False,
     progress: bool = False,
 ) -> LLCResult:
     """Estimate the local learning coefficient of `model` at its current weights w*.
@@ -146,25 +222,43 @@ def estimate_llc(
         per-tensor boolean masks, see `devinterp.params`. The others stay at w*.
     seed: seeds the sampler's own generators (noise and minibatch order); global RNG state is untouched.
     device: where to sample; default the model's device.
+    grad_norm: also compute ‖∇L_n(w*)‖ (`diagnostics["init_grad_norm"]`; one more pass over the data).
     progress: show a tqdm progress bar over steps.
 
-    `diagnostics` holds: rhat (split-R̂ of the loss traces), ess (effective sample size), fraction_below_init
-    (fraction of draws with loss < L_n(w*): a sign w* is not a minimum or the chain is still descending),
-    diverged / num_diverged / diverged_at_step / all_diverged (a chain whose loss becomes non-finite or
-    explodes is stopped and excluded from the mean), mean_distance (mean ‖w − w*‖ over draws and chains),
-    negative_llc, init_grad_norm (‖∇L_n(w*)‖ over sampled weights; it should be ~0 at a minimizer),
-    vectorized / fallback_reason (whether chains ran in one vmapped computation), and the settings used.
+    `diagnostics` holds: rhat, ess, stderr, trend / trend_z (see `devinterp.slt.diagnostics`; computed on
+    the per-draw contributions nβ(L − L_n(w*))), fraction_below_init (fraction of draws with loss below
+    L_n(w*)), diverged / num_diverged / diverged_at_step / all_diverged (the rule is in
+    `devinterp.slt.sampler`; a diverged chain is stopped and excluded from the mean), mean_distance
+    (mean ‖w − w*‖ over draws and chains), negative_llc, noise_scale_init (at w*), noise_scale (the larger
+    of that and the scale at a chain's final weights) and noise_ratio (see `devinterp.slt.geometry`), control_variate (whether the read-out used per-sample losses at w*),
+    vectorized / fallback_reason (whether chains ran in one vmapped computation), init_grad_norm when
+    asked, and the settings used. A RuntimeWarning lists the failed health checks.
     """
-    _validate(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
-    n = len(data)
-    nbeta = default_nbeta(n) if nbeta is None else float(nbeta)
+    validate_settings(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
+    nbeta = default_nbeta(len(data)) if nbeta is None else float(nbeta)
     if nbeta <= 0:
         raise ValueError(f"nbeta must be positive, got {nbeta}")
 
     problem = FunctionalProblem(model, loss_fn, params, device)
-    init_loss, init_grad_norm = problem.full_loss_and_grad_norm(data, batch_size)
-    if not math.isfinite(init_loss):
-        raise ValueError(f"loss at the starting weights is not finite ({init_loss})")
+    result, _ = sample_llc(problem, data, measure_anchor(problem, data, seed), num_chains=num_chains,
+                        num_draws=num_draws, num_burnin=num_burnin, step_size=step_size, nbeta=nbeta,
+                        localization=localization, batch_size=batch_size, sampler=sampler, seed=seed,
+                        progress=progress)
+    if grad_norm:
+        result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
+    if result.problems:
+        warnings.warn("estimate_llc: the estimate is not healthy: " + "; ".join(result.problems) + ".",
+                      RuntimeWarning, stacklevel=2)
+    return result
+
+
+def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,
+               num_burnin: int, step_size: float, nbeta: float, localization: float, batch_size: int,
+               sampler: str, seed: int, progress: bool = False) -> tuple[LLCResult, dict | None]:
+    """The sampling part of `estimate_llc`, for a prepared problem and its anchor (shared by `calibrate`'s
+    probes); settings already validated. No warning: the problems are in the result. Also returns the
+    final sampled tensors of the first chain that did not diverge (None if all did)."""
+    n = len(data)
     run = run_chains(
         problem,
         data,
@@ -173,10 +267,11 @@ def estimate_llc(
         step_size=step_size,
         nbeta=nbeta,
         localization=localization,
-        init_loss=init_loss,
+        init_loss=anchor.init_loss,
         batch_size=batch_size,
         sampler=sampler,
         seed=seed,
+        sample_losses=anchor.sample_losses,
         progress=progress,
     )
     loss_draws = run.loss_trace[:, num_burnin:].numpy()
@@ -184,11 +279,20 @@ def estimate_llc(
         loss_draws,
         run.distance_trace[:, num_burnin:].numpy(),
         run.diverged_at.numpy(),
-        init_loss,
+        anchor.init_loss,
         nbeta,
     )
+    noise_scale, final = anchor.noise_scale, None
+    alive = np.flatnonzero(run.diverged_at.numpy() < 0)
+    if len(alive):
+        final = {name: w[alive[0]] for name, w in run.final_weights.items()}
+    if batch_size < n and final is not None:  # the noise where a chain ended up, too (`devinterp.slt.geometry`)
+        noise_scale = max(noise_scale, gradient_noise_scale(problem, data, seed=seed + 1, weights=final))
     diagnostics.update(
-        init_grad_norm=init_grad_norm,
+        noise_scale_init=anchor.noise_scale,
+        noise_scale=noise_scale,
+        noise_ratio=noise_ratio(noise_scale, step_size, nbeta, batch_size, n),
+        control_variate=anchor.sample_losses is not None,
         vectorized=run.vectorized,
         fallback_reason=run.fallback_reason,
         n=n,
@@ -196,22 +300,66 @@ def estimate_llc(
         step_size=step_size,
         localization=localization,
         batch_size=min(batch_size, n),
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
         sampler=sampler,
         num_sampled_params=problem.num_sampled,
     )
-    _warn_about(diagnostics, num_chains, mean)
-    return LLCResult(
+    result = LLCResult(
         mean=mean,
         std=std,
         per_chain=per_chain,
         loss_trace=loss_draws,
-        init_loss=init_loss,
+        init_loss=anchor.init_loss,
         nbeta=nbeta,
         diagnostics=diagnostics,
+        problems=health_problems(mean, diagnostics, num_chains),
     )
+    return result, final
 
 
-def _validate(num_chains, num_draws, num_burnin, step_size, localization, batch_size) -> None:
+@dataclass(frozen=True)
+class Anchor:
+    """What the sampler needs to know about w*: L_n(w*), the per-sample losses for the read-out's
+    control variate (None when `loss_fn` is not a mean over samples or vmap cannot run the model),
+    and the gradient noise scale tr(Σ²)/tr(Σ) (`devinterp.slt.geometry`)."""
+
+    init_loss: float
+    sample_losses: torch.Tensor | None
+    noise_scale: float
+
+
+def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int) -> Anchor:
+    """Forward passes at w* (no gradients but the noise subsample's): see `Anchor`."""
+    try:
+        sample_losses = problem.sample_losses(data)
+    except Exception:  # noqa: BLE001 - vmap cannot run this model: no control variate
+        sample_losses = None
+    if sample_losses is not None and not _is_sample_mean(problem, data, sample_losses):
+        sample_losses = None
+    if sample_losses is not None:
+        init_loss = float(sample_losses.mean())
+    else:
+        init_loss = problem.full_loss(data, FULL_LOSS_BATCH)
+    if not math.isfinite(init_loss):
+        raise ValueError(f"loss at the starting weights is not finite ({init_loss})")
+    return Anchor(init_loss, sample_losses, gradient_noise_scale(problem, data, seed=seed))
+
+
+def _is_sample_mean(problem: FunctionalProblem, data: Dataset, sample_losses: torch.Tensor) -> bool:
+    """Whether `loss_fn` on a batch equals the mean of its per-sample losses (e.g. not for token means
+    over sequences with different numbers of scored tokens)."""
+    count = min(len(data), 64)
+    with torch.no_grad():
+        batch_loss = float(problem.loss(problem.w_star, _to_device(_collate(data, torch.arange(count)), problem.device)))
+    expected = float(sample_losses[:count].mean())
+    tolerance = 1e-4 if problem.dtype == torch.float32 else 1e-9
+    return abs(batch_loss - expected) <= tolerance * max(1.0, abs(expected))
+
+
+def validate_settings(num_chains, num_draws, num_burnin, step_size, localization, batch_size) -> None:
+    """Raise ValueError naming the first invalid SGLD setting."""
     if num_chains < 1 or num_draws < 1 or num_burnin < 0 or batch_size < 1:
         raise ValueError(
             f"need num_chains >= 1, num_draws >= 1, num_burnin >= 0, batch_size >= 1; got "
@@ -221,29 +369,3 @@ def _validate(num_chains, num_draws, num_burnin, step_size, localization, batch_
         raise ValueError(f"step_size must be positive, got {step_size}")
     if not localization >= 0:
         raise ValueError(f"localization must be non-negative, got {localization}")
-
-
-def _warn_about(diagnostics: dict, num_chains: int, mean: float) -> None:
-    if diagnostics["all_diverged"]:
-        warnings.warn(
-            f"estimate_llc: all {num_chains} chains diverged; the LLC is NaN. Lower step_size "
-            "(or raise localization); `calibrate` can choose them.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    elif diagnostics["num_diverged"]:
-        steps = diagnostics["diverged_at_step"][diagnostics["diverged"]].tolist()
-        warnings.warn(
-            f"estimate_llc: {diagnostics['num_diverged']} of {num_chains} chains diverged (at steps {steps}) "
-            "and were excluded from the estimate. Consider a smaller step_size.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    if diagnostics["negative_llc"]:
-        warnings.warn(
-            f"estimate_llc: negative LLC estimate ({mean:.4g}): the sampled loss fell below L_n(w*) "
-            f"(fraction of draws below it: {diagnostics['fraction_below_init']:.2f}). w* is probably not a "
-            "local minimum (train further), or the chains are still descending (more burn-in / smaller step).",
-            RuntimeWarning,
-            stacklevel=3,
-        )

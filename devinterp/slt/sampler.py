@@ -9,6 +9,12 @@ over chains with ordinary autograd (reported in the diagnostics).
 Each chain may carry its own step size, nβ and localization (used by `calibrate` to sweep a grid in
 one pass). Randomness comes only from `torch.Generator`s seeded by `seed`; the caller's global RNG
 state is never consumed.
+
+Loss read-out with a control variate: each step records L_B(w_t) − L_B(w*) + L_n(w*), the loss of
+the forward pass that gives the gradient (before the update) minus the same minibatch's loss at w*
+(from per-sample losses computed once), plus the full-data loss at w*. Its expectation over
+minibatches is L_n(w_t), as for the plain minibatch loss, but the sample-to-sample spread of the
+data cancels, so λ̂ needs far fewer draws at large nβ. At full batch it is the plain loss.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, TensorDataset, default_collate
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 from tqdm.auto import tqdm
 
 from devinterp.params import ParamSelector, select_parameters
@@ -36,10 +42,29 @@ SAMPLERS = ("sgld", "rmsprop_sgld")
 RMSPROP_ALPHA = 0.999
 RMSPROP_EPS = 1.0
 
-# A chain has diverged when its loss is not finite, or when nβ·(L - L_n(w*)) exceeds this many times
-# (number of sampled weights + 1): a single draw's contribution to λ̂ is then more than 20x the
-# largest value λ can take (d/2), which no correctly mixing chain produces.
-DIVERGENCE_FACTOR = 20.0
+# Divergence. A chain has diverged when its loss or its weights are not finite, or when it has wandered
+# further from w* than the localization allows: SGLD on the Gaussian prior (γ/2)‖w − w*‖² alone keeps
+# γ(1 − εγ/4)‖w − w*‖² ~ χ²_d (d sampled weights) in its stationary state, and near a local minimum
+# the likelihood term only pulls a chain back towards w*. A healthy chain passes the (1 − 1e-6)
+# quantile of that law with probability below 1e-6 per step; the bound is DIVERGENCE_SLACK times the
+# quantile, for non-convex losses. Minibatch noise cannot trip this rule (it looks at the weights, not
+# at noisy losses), and an unstable chain grows geometrically, so the slack delays detection by a few
+# steps at most.
+DIVERGENCE_TAIL_PROBABILITY = 1e-6
+DIVERGENCE_SLACK = 4.0
+
+# Per-sample statistics at w* are computed in chunks of this many samples (vmapped).
+SAMPLE_CHUNK = 256
+
+
+def divergence_bound(num_sampled: int, step_size: torch.Tensor, localization: torch.Tensor) -> torch.Tensor:
+    """Per chain: the largest squared distance ‖w − w*‖² a healthy chain reaches (inf if γ = 0)."""
+    from scipy.stats import chi2
+
+    quantile = float(chi2.isf(DIVERGENCE_TAIL_PROBABILITY, num_sampled))
+    shrink = torch.clamp(1 - step_size * localization / 4, min=0.05)
+    bound = DIVERGENCE_SLACK * quantile / (localization * shrink)
+    return torch.where(localization > 0, bound, torch.full_like(bound, float("inf")))
 
 
 class _LossModule(torch.nn.Module):
@@ -80,28 +105,84 @@ class FunctionalProblem:
         self.num_sampled = int(sum(mask.sum() for mask in self.masks.values()))
         self.dtype = next(iter(self.w_star.values())).dtype
 
+    def model_at(self, weights: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        """A copy of the model (eval mode) with its sampled tensors set to `weights` (default w*)."""
+        model = copy.deepcopy(self.module.model)
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for name, value in (self.w_star if weights is None else weights).items():
+                named[name].copy_(value)
+        return model
+
     def loss(self, sampled: Mapping[str, torch.Tensor], batch) -> torch.Tensor:
         state = {**self.fixed, **self.buffers, **sampled}
         return torch.func.functional_call(self.module, {f"model.{k}": v for k, v in state.items()}, (batch,))
 
-    def full_loss_and_grad_norm(self, data: Dataset, batch_size: int) -> tuple[float, float]:
-        """L_n(w*) over the whole dataset (fixed sequential batches, weighted by batch size) and the norm
-        of its gradient over the sampled entries."""
+    def sample_loss(self, sampled: Mapping[str, torch.Tensor], sample) -> torch.Tensor:
+        """The loss of one sample (a batch leaf without its leading dimension)."""
+        return self.loss(sampled, tree_map(lambda t: t.unsqueeze(0) if torch.is_tensor(t) else t, sample))
+
+    @torch.no_grad()
+    def sample_losses(self, data: Dataset) -> torch.Tensor:
+        """(n,) float64: the loss of each sample at w*, forward only, vmapped over chunks of samples
+        (a loop over samples where vmap cannot run the model)."""
+        per_sample = torch.func.vmap(self.sample_loss, in_dims=(None, 0))
+        losses = []
+        for start in range(0, len(data), SAMPLE_CHUNK):
+            batch = _to_device(_collate(data, torch.arange(start, min(start + SAMPLE_CHUNK, len(data)))), self.device)
+            try:
+                chunk = per_sample(self.w_star, batch)
+            except Exception:  # noqa: BLE001 - vmap cannot run this model: loop over samples
+                size = len(tree_leaves(batch)[0])
+                chunk = torch.stack([self.sample_loss(self.w_star, tree_map(lambda t: t[i], batch)) for i in range(size)])
+            losses.append(chunk.to(torch.float64))
+        return torch.cat(losses)
+
+    @torch.no_grad()
+    def full_loss(self, data: Dataset, batch_size: int) -> float:
+        """L_n(w*): the batch-size-weighted mean of `loss_fn` over the dataset in fixed sequential
+        batches, forward only."""
+        n, total = len(data), 0.0
+        for start in range(0, n, batch_size):
+            indices = torch.arange(start, min(start + batch_size, n))
+            total += float(self.loss(self.w_star, _to_device(_collate(data, indices), self.device))) * len(indices) / n
+        return total
+
+    def grad_norm(self, data: Dataset, batch_size: int) -> float:
+        """‖∇L_n(w*)‖ over the sampled entries (about 0 at a minimizer)."""
         n = len(data)
         weights = {name: w.clone().requires_grad_(True) for name, w in self.w_star.items()}
-        total_loss = 0.0
         grads = {name: torch.zeros_like(w) for name, w in weights.items()}
         for start in range(0, n, batch_size):
             indices = torch.arange(start, min(start + batch_size, n))
-            batch = _to_device(_collate(data, indices), self.device)
-            loss = self.loss(weights, batch) * (len(indices) / n)
-            chunk_grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
-            for name, g in zip(weights, chunk_grads):
+            loss = self.loss(weights, _to_device(_collate(data, indices), self.device)) * (len(indices) / n)
+            for name, g in zip(weights, torch.autograd.grad(loss, list(weights.values()), allow_unused=True)):
                 if g is not None:
                     grads[name] += g
-            total_loss += float(loss.detach())
-        grad_norm = math.sqrt(sum(float(((g * self.masks[n_]) ** 2).sum()) for n_, g in grads.items()))
-        return total_loss, grad_norm
+        return math.sqrt(sum(float(((g * self.masks[name]) ** 2).sum()) for name, g in grads.items()))
+
+    def sample_gradients(self, data: Dataset, indices: torch.Tensor,
+                         weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(len(indices), d) float64: per-sample gradients of the sampled entries, flattened, at
+        `weights` (sampled tensors; default w*)."""
+        weights = self.w_star if weights is None else weights
+        per_sample = torch.func.vmap(torch.func.grad(self.sample_loss), in_dims=(None, 0))
+        rows = []
+        for chunk in indices.split(SAMPLE_CHUNK // 4):
+            batch = _to_device(_collate(data, chunk), self.device)
+            try:
+                grads = per_sample(weights, batch)
+            except Exception:  # noqa: BLE001 - vmap cannot run this model: loop over samples
+                grads = _stack_dicts([
+                    torch.func.grad(self.sample_loss)(weights, tree_map(lambda t: t[i], batch))
+                    for i in range(len(chunk))
+                ])
+            rows.append(torch.cat([grads[name][:, mask] for name, mask in self.masks.items()], dim=1))
+        return torch.cat(rows).to(torch.float64)
+
+
+def _stack_dicts(dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.stack([d[name] for d in dicts]) for name in dicts[0]}
 
 
 def _collate(data: Dataset, indices: torch.Tensor):
@@ -121,6 +202,7 @@ class MinibatchStream:
 
     When `batch_size >= len(data)` every step uses the whole dataset, shared by all chains
     (`chain_dim` is None); otherwise leaves have shape (chains, batch_size, ...) (`chain_dim` 0).
+    `next()` returns (batch, indices): indices (chains, batch_size) into the dataset, None at full batch.
     """
 
     def __init__(self, data: Dataset, batch_size: int, num_chains: int, generator: torch.Generator, device):
@@ -135,22 +217,23 @@ class MinibatchStream:
 
     def next(self):
         if self.full_batch:
-            return self._full
+            return self._full, None
         if self._cursor + self.batch_size > self.n:
             noise = torch.rand(self.num_chains, self.n, generator=self.generator)
             self._perm, self._cursor = noise.argsort(dim=1), 0
         indices = self._perm[:, self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
-        return _to_device(_collate(self.data, indices), self.device)
+        return _to_device(_collate(self.data, indices), self.device), indices
 
 
 @dataclass
 class ChainRun:
     """Raw output of `run_chains`: losses of every step (burn-in included) and per-chain bookkeeping."""
 
-    loss_trace: torch.Tensor  # (chains, steps), float64, NaN after a chain diverged
+    loss_trace: torch.Tensor  # (chains, steps) float64: the read-out loss (module docstring); NaN once diverged
     distance_trace: torch.Tensor  # (chains, steps), ‖w - w*‖ over sampled entries before each step
     diverged_at: torch.Tensor  # (chains,), int64 step index of divergence, -1 if never
+    final_weights: dict[str, torch.Tensor]  # sampled tensors after the last step, (chains, ...) each
     vectorized: bool
     fallback_reason: str | None
 
@@ -177,12 +260,15 @@ def run_chains(
     batch_size: int,
     sampler: str,
     seed: int,
+    sample_losses: torch.Tensor | None = None,
     progress: bool = False,
 ) -> ChainRun:
     """Run `num_chains` chains of (RMSprop-)SGLD for `num_steps` steps from w*, all chains at once.
 
-    `step_size`, `nbeta`, `localization`: a scalar or one value per chain. Each step records the
-    minibatch loss of the forward pass that also gives the gradient, i.e. the loss *before* the update.
+    `step_size`, `nbeta`, `localization`: a scalar or one value per chain. `init_loss` is L_n(w*);
+    `sample_losses` the per-sample losses at w* that make the read-out's control variate (without
+    them the read-out is the plain minibatch loss). Each step records the loss of the forward pass
+    that also gives the gradient, i.e. the loss *before* the update.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
@@ -190,7 +276,7 @@ def run_chains(
     eps = _per_chain(step_size, num_chains, device, dtype)
     nbetas = _per_chain(nbeta, num_chains, device, dtype)
     gammas = _per_chain(localization, num_chains, device, dtype)
-    divergence_limit = DIVERGENCE_FACTOR * (problem.num_sampled + 1)
+    max_squared_distance = divergence_bound(problem.num_sampled, eps.to(torch.float64), gammas.to(torch.float64))
 
     noise_gen = torch.Generator(device=device).manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed + 1_000_003)
@@ -226,13 +312,15 @@ def run_chains(
     distance_trace = torch.zeros((num_chains, num_steps), dtype=torch.float64, device=device)
     alive = torch.ones(num_chains, dtype=torch.bool, device=device)
     diverged_at = torch.full((num_chains,), -1, dtype=torch.int64, device=device)
+    if sample_losses is not None:
+        sample_losses = sample_losses.to(device=device, dtype=torch.float64)
 
     # Global RNG state is forked so nothing inside the user's model or loss_fn can consume the
     # caller's random stream.
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         for step in tqdm(range(num_steps), disable=not progress, desc="SGLD", leave=False):
-            batch = batches.next()
+            batch, indices = batches.next()
             if vectorized:
                 try:
                     grads, losses = vmapped(weights, batch)
@@ -247,19 +335,24 @@ def run_chains(
             if not vectorized:
                 grads, losses = looped(weights, batch)
             losses = losses.detach().to(torch.float64)
-
-            excess = nbetas.to(torch.float64) * (losses - init_loss)
-            ok = torch.isfinite(losses) & (excess <= divergence_limit)
-            newly_diverged = alive & ~ok
-            diverged_at = torch.where(newly_diverged, torch.full_like(diverged_at, step), diverged_at)
-            alive = alive & ok
-            loss_trace[:, step] = torch.where(alive, losses, torch.full_like(losses, float("nan")))
+            if sample_losses is not None and indices is not None:
+                losses = losses - sample_losses[indices.to(device)].mean(dim=1) + init_loss
 
             squared_distance = torch.zeros(num_chains, dtype=torch.float64, device=device)
             with torch.no_grad():
                 for name, w in weights.items():
+                    squared_distance += (((w - w_star[name]) * masks[name]) ** 2).flatten(1).sum(1).to(torch.float64)
+            ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
+            diverged_at = torch.where(alive & ~ok, torch.full_like(diverged_at, step), diverged_at)
+            alive = alive & ok
+            loss_trace[:, step] = torch.where(alive, losses, torch.full_like(losses, float("nan")))
+            distance_trace[:, step] = squared_distance.sqrt()
+            if not alive.any():
+                break  # every chain diverged: nothing left to sample
+
+            with torch.no_grad():
+                for name, w in weights.items():
                     displacement = w - w_star[name]
-                    squared_distance += ((displacement * masks[name]) ** 2).flatten(1).sum(1).to(torch.float64)
                     drift = per_chain(nbetas, w) * grads[name] + per_chain(gammas, w) * displacement
                     if sampler == "rmsprop_sgld":
                         if name not in second_moment:
@@ -276,12 +369,12 @@ def run_chains(
                     # Diverged chains are parked at w* (finite values) and no longer updated.
                     keep = per_chain(alive, w)
                     weights[name] = torch.where(keep, w + update, w_star[name].expand_as(w))
-            distance_trace[:, step] = squared_distance.sqrt()
 
     return ChainRun(
         loss_trace=loss_trace.cpu(),
         distance_trace=distance_trace.cpu(),
         diverged_at=diverged_at.cpu(),
+        final_weights=weights,
         vectorized=vectorized,
         fallback_reason=fallback_reason,
     )

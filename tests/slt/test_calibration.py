@@ -1,59 +1,66 @@
+"""`calibrate` follows its stated rule (devinterp.slt.calibration) and respects its budget."""
 import math
 
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from devinterp.slt import CalibrationResult, calibrate, estimate_llc
+from devinterp.slt import CalibrationResult, calibrate, default_nbeta
+from devinterp.slt.calibration import BURNIN_RELAXATIONS, NOISE_TARGET, STEP_CURVATURE_PRODUCT
+from devinterp.slt.geometry import noise_ratio
 
-from tests.slt.problems import Potential
+from tests.slt.ground_truth import GroundTruthCase, build_case
+from tests.slt.problems import Potential, half_squared_error
+
+KEYS = {"step_size", "nbeta", "localization", "batch_size", "num_chains", "num_draws", "num_burnin", "sampler"}
 
 
 def quadratic_loss(model, batch):
-    """K = ½‖w‖² in 4 dimensions: λ = 2."""
-    return 0.5 * (model.w**2).sum()
+    """K = ½ h ‖w‖² with h = 3 in 4 dimensions: λ = 2, top curvature 3 everywhere."""
+    return 1.5 * (model.w**2).sum()
 
 
-DATA = TensorDataset(torch.zeros(1000, 1))  # nβ = 144.8
+def test_rule_on_a_quadratic_with_known_curvature():
+    data = TensorDataset(torch.zeros(5000, 1))
+    result = calibrate(Potential(torch.zeros(4)), quadratic_loss, data)
+    assert isinstance(result, CalibrationResult) and set(result.recommended) == KEYS
+    rec, nbeta = result.recommended, default_nbeta(5000)
+    assert rec["nbeta"] == pytest.approx(nbeta) and rec["localization"] == pytest.approx(nbeta / 100)
+    kappa = nbeta * 3.0 + rec["localization"]
+    assert rec["step_size"] * kappa == pytest.approx(STEP_CURVATURE_PRODUCT, rel=0.02)
+    assert rec["num_burnin"] == math.ceil(BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
+    assert rec["batch_size"] == 256  # no data noise: the smallest allowed batch
+    assert result.problems == [] and len(result.table) >= 1
 
 
-def test_calibrate_table_recommendation_and_round_trip():
-    model = Potential(torch.zeros(4))
-    step_sizes = [1e-4, 3e-4, 6e-4, 1e-3, 2e-3, 1e-2, 1e-1]
-    result = calibrate(model, quadratic_loss, DATA, step_sizes=step_sizes, localizations=[1.0, 100.0],
-                       num_chains=4, num_draws=400, num_burnin=100, batch_size=1)
-    assert isinstance(result, CalibrationResult)
-    table = result.table
-    assert len(table) == len(step_sizes) * 2
-    for column in ("step_size", "nbeta", "localization", "llc", "std", "rhat", "ess", "num_diverged",
-                   "fraction_below_init", "mean_distance", "stable", "on_plateau", "recommended"):
-        assert column in table
-    assert table.recommended.sum() == 1
-    # ε·nβ·h = 0.1 · 144.8 > 4: the Euler scheme is unstable, those chains must diverge and be flagged
-    big = table[table.step_size == 1e-1]
-    assert (big.num_diverged > 0).all() and not big.stable.any()
-    # the rule prefers the smaller localization (γ = 100 biases a regular model's λ̂ down by 1/(1 + γ/nβ))
+def test_batch_is_chosen_for_the_gradient_noise():
+    model, data, _ = build_case(GroundTruthCase((3, 2, 3), 1, 20000, seed=5))
+    result = calibrate(model, half_squared_error, data, max_steps=4000)
     rec = result.recommended
-    assert rec["localization"] == 1.0 and rec["nbeta"] == pytest.approx(1000 / math.log(1000))
-    assert table.loc[table.recommended, "on_plateau"].item()
-    assert set(rec) >= {"step_size", "nbeta", "localization", "batch_size", "sampler"}
-    assert rec["step_size"] < 1e-1
-    res = estimate_llc(model, quadratic_loss, DATA, num_chains=4, num_draws=1000, num_burnin=100, **rec)
-    assert res.mean == pytest.approx(2.0, rel=0.15)
+    noise = result.table.noise_scale.iloc[-1]
+    assert noise > 0
+    assert noise_ratio(noise, rec["step_size"], rec["nbeta"], rec["batch_size"], 20000) <= NOISE_TARGET
+    if rec["batch_size"] < 20000:  # the smallest power of two that does it
+        half = rec["batch_size"] // 2
+        assert half < 256 or noise_ratio(noise, rec["step_size"], rec["nbeta"], half, 20000) > NOISE_TARGET
 
 
-def test_calibrate_warns_when_nothing_is_stable():
-    model = Potential(torch.zeros(2))
-    with pytest.warns(RuntimeWarning, match="no stable cell"):
-        result = calibrate(model, quadratic_loss, DATA, step_sizes=[0.5, 1.0], num_chains=2, num_draws=20,
-                           batch_size=1)
-    assert result.recommended["step_size"] == 0.5
-    assert not result.table.stable.any()
+def test_too_small_a_budget_is_stated_not_hidden():
+    data = TensorDataset(torch.zeros(5000, 1))
+    with pytest.warns(RuntimeWarning, match="step size raised"):
+        result = calibrate(Potential(torch.zeros(4)), quadratic_loss, data, max_steps=200)
+    rec = result.recommended
+    assert rec["num_burnin"] + rec["num_draws"] <= 200
+    assert any("max_steps=200" in p for p in result.problems)
 
 
-def test_calibrate_passes_params_through():
+def test_calibrate_passes_params_through_and_validates():
     model = Potential(torch.zeros(4))
     mask = {"w": torch.tensor([True, True, False, False])}
-    result = calibrate(model, quadratic_loss, DATA, step_sizes=[1e-4, 1e-3, 3e-3], localizations=[1.0],
-                       params=mask, num_chains=2, num_draws=100, batch_size=1)
+    data = TensorDataset(torch.zeros(1000, 1))
+    result = calibrate(model, quadratic_loss, data, params=mask, max_steps=2000)
     assert result.recommended["params"] is mask
+    with pytest.raises(ValueError, match="localization"):
+        calibrate(model, quadratic_loss, data, localization=-1.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        calibrate(model, quadratic_loss, data, max_steps=10)
