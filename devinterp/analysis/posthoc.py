@@ -23,7 +23,7 @@ from devinterp.callbacks import Callback, CallbackRunner, RunData, training_samp
 from devinterp.analysis.executors import ExecutorConfig, map_unordered
 from devinterp.config import InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE
+from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status
 from devinterp.store.atomic import atomic_write_json
 from devinterp.tasks import build_task
 
@@ -42,6 +42,7 @@ class CheckpointJob:
     device: str
     checkpoint_steps: tuple[int, ...]
     total_steps: int
+    run_finished: bool = True
 
 
 @dataclass
@@ -73,16 +74,19 @@ def load_run_data(run_dir: Path) -> RunData:
 def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> CallbackRunner:
     steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
     total_steps = int(run_config(run_dir)["steps"])
-    return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps)
+    finished = read_status(run_dir).get("state") == "finished" if (Path(run_dir) / STATUS_FILE).exists() else True
+    return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps, run_finished=finished)
 
 
-def analyze_checkpoint(job: CheckpointJob) -> tuple[int, dict[str, float]]:
-    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback)."""
+def analyze_checkpoint(job: CheckpointJob) -> tuple[int, dict[str, float], tuple[str, ...]]:
+    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback, the names of
+    callbacks that deferred their measurement)."""
     runner = CallbackRunner(list(job.callbacks), load_run_data(job.run_dir), ResultStore(job.run_dir),
-                            list(job.checkpoint_steps), job.total_steps, completed=set())
+                            list(job.checkpoint_steps), job.total_steps, completed=set(),
+                            run_finished=job.run_finished)
     device = torch.device(job.device)
     runner.run(job.step, checkpoints.load(job.run_dir, job.step, device), device)
-    return job.step, dict(runner.seconds)
+    return job.step, dict(runner.seconds), tuple(sorted(name for _, name in runner.deferred))
 
 
 def analyze(
@@ -101,20 +105,33 @@ def analyze(
     runner = make_runner(run_dir, callbacks, load_run_data(run_dir))
     available = set(runner.checkpoint_steps)
     todo = [s for s in runner.pending_steps() if s in available and (steps is None or s in steps)]
-    jobs = [CheckpointJob(run_dir, s, tuple(runner.pending(s)), device, tuple(runner.checkpoint_steps),
-                          runner.total_steps) for s in todo]
+    def job(step: int, pending: list[Callback]) -> CheckpointJob:
+        return CheckpointJob(run_dir, step, tuple(pending), device, tuple(runner.checkpoint_steps),
+                             runner.total_steps, runner.run_finished)
+
+    jobs = [job(s, runner.pending(s)) for s in todo]
+    by_name = {c.name: c for c in callbacks}
     atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": "analysing", "step": 0, "updated": time.time()})
     totals: dict[str, float] = defaultdict(float)
     failed_before = len(ResultStore(run_dir).failures())
     state = "failed"
     try:
         with tqdm(total=len(jobs), desc="analyse", unit="ckpt", disable=not progress, dynamic_ncols=True) as bar:
-            for step, seconds in map_unordered(executor or ExecutorConfig(), analyze_checkpoint, jobs):
-                for name, value in seconds.items():
-                    totals[name] += value
-                bar.update(1)
-                atomic_write_json(run_dir / ANALYSIS_STATUS_FILE,
-                                  {"state": "analysing", "step": step, "updated": time.time()})
+            # A second pass measures what the first deferred (the LLC before its reference checkpoint).
+            for _ in range(2):
+                deferred = []
+                for step, seconds, waiting in map_unordered(executor or ExecutorConfig(), analyze_checkpoint, jobs):
+                    for name, value in seconds.items():
+                        totals[name] += value
+                    if waiting:
+                        deferred.append(job(step, [by_name[name] for name in waiting]))
+                    bar.update(1)
+                    atomic_write_json(run_dir / ANALYSIS_STATUS_FILE,
+                                      {"state": "analysing", "step": step, "updated": time.time()})
+                jobs = sorted(deferred, key=lambda j: j.step)
+                if not jobs:
+                    break
+                bar.total += len(jobs)
         state = "finished"
     finally:
         atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": state, "step": max(todo, default=0),

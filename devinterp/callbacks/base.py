@@ -72,6 +72,14 @@ class CallbackContext:
     seed: int  # derived from (run seed, step, callback name): see derive_seed
     run_dir: Path | None = None
     initial_state: dict[str, torch.Tensor] | None = None  # weights at step 0, when known
+    due_steps: tuple[int, ...] = ()  # every step this callback is due at in the run, ascending
+    run_finished: bool = False  # post hoc over a finished run (live and follow-along runs: False)
+
+
+class Deferred(Exception):
+    """Raised by `on_checkpoint` when a measurement cannot be taken yet (e.g. the LLC waits for its
+    calibration's reference checkpoint). Nothing is stored; the step stays pending and is retried
+    from its saved checkpoint once the callback has measured a later step."""
 
 
 def derive_seed(run_seed: int, step: int, name: str) -> int:

@@ -3,17 +3,34 @@
 Data: the first `num_samples` sequences of the run's fixed training sample (n = num_samples, so
 the default nβ is n / log n). Loss: mean next-token cross-entropy in nats.
 Optionally the weight-refined LLC per layer (`blocks.<l>.*`) or per attention head (that head's
-slices of QKV and output projection; attention-only model).
+slices of QKV and output projection; attention-only model), with the same settings.
+
+Settings: with `step_size: auto` (the default) the run is calibrated once (`devinterp.slt.calibrate`
+within the budget `max_batch_size`, `max_steps`, at the given nbeta and localization) and every
+checkpoint of the run uses the stored result, so all are comparable. The reference checkpoint is,
+post hoc over a finished run, the last due checkpoint; live (and following a run still training),
+the first due checkpoint after the training loss has left its initial plateau (fallen by
+PLATEAU_DROP of its initial value), or the last due one if it never does. Checkpoints before it are
+measured once it is calibrated. Settings given as numbers are used as given (batch_size, num_draws,
+num_burnin also with `step_size: auto`); with an explicit step_size, those left `auto` take
+FIXED_DEFAULTS. The record, with the calibration's reason and problems, is
+`calibration/llc-<settings hash>.json` in the run directory.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from torch.utils.data import TensorDataset
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred
+
+AUTO = "auto"
+FIXED_DEFAULTS = {"batch_size": 16, "num_burnin": 0, "num_draws": 100}
+PLATEAU_DROP = 0.05
+PLATEAU_WINDOW = 3  # checkpoints whose train losses are averaged (median) at either end
 
 
 def next_token_loss(model, batch):
@@ -24,21 +41,51 @@ def next_token_loss(model, batch):
 @dataclass
 class LLCSettings:
     num_chains: int = 4
-    num_draws: int = 100
-    num_burnin: int = 0
-    step_size: float = 1e-3
+    num_draws: Any = AUTO  # "auto" or a positive int
+    num_burnin: Any = AUTO  # "auto" or an int >= 0
+    step_size: Any = AUTO  # "auto" or a positive float
     nbeta: Optional[float] = None  # default n / log n with n = num_samples
     localization: float = 100.0
-    batch_size: int = 16
+    batch_size: Any = AUTO  # "auto" or a positive int
+    max_batch_size: int = 64  # auto: largest minibatch the calibration may choose
+    max_steps: int = 400  # auto: most SGLD steps per chain (burn-in + draws)
     sampler: str = "sgld"  # or rmsprop_sgld
     num_samples: int = 1024
     refined: str = "none"  # none | per_layer | per_head
 
+    def __post_init__(self):
+        for key, minimum in (("step_size", None), ("batch_size", 1), ("num_draws", 1), ("num_burnin", 0)):
+            value = getattr(self, key)
+            if value == AUTO:
+                continue
+            number = _number(key, value, integer=key != "step_size")
+            if (minimum is None and not number > 0) or (minimum is not None and number < minimum):
+                bound = "positive" if minimum is None else f">= {minimum}"
+                raise ValueError(f"{key}={value!r}: must be {bound} or 'auto'")
+            setattr(self, key, number)
+
+    @property
+    def auto(self) -> bool:
+        return self.step_size == AUTO
+
+
+def _number(key: str, value, integer: bool):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r}: not a number or 'auto'") from None
+    if integer:
+        if number != int(number):
+            raise ValueError(f"{key}={value!r}: must be a whole number or 'auto'")
+        return int(number)
+    return number
+
 
 class LLCCallback(Callback):
-    """Scalars: `llc/mean`, `llc/std` (chain-to-chain), `llc/init_loss`, and diagnostics
-    `llc/rhat`, `llc/ess`, `llc/fraction_below_init`, `llc/num_diverged`, `llc/mean_distance`;
-    refined: `llc/layer<l>/mean|std` or `llc/L<l>H<h>/mean|std`.
+    """Scalars: `llc/mean`, `llc/std` (chain-to-chain), `llc/stderr`, `llc/init_loss`, the health verdict
+    `llc/healthy` (1 or 0; see `devinterp.slt.llc`) and what it rests on: `llc/rhat`, `llc/ess`,
+    `llc/trend`, `llc/trend_z`, `llc/num_diverged`, `llc/noise_ratio`, `llc/fraction_below_init`,
+    `llc/mean_distance`; refined: `llc/layer<l>/mean|std|healthy` or `llc/L<l>H<h>/mean|std|healthy`.
     Arrays: `llc/loss_trace` (chains, draws), `llc/per_chain`."""
 
     name = "llc"
@@ -50,28 +97,78 @@ class LLCCallback(Callback):
             from devinterp.config import ConfigError
 
             raise ConfigError(f"callbacks.llc.refined={self.config.refined!r}: not one of none, per_layer, per_head")
+        self._calibration: dict | None = None  # cached record (in memory only without a run directory)
 
-    def _estimate(self, ctx: CallbackContext, params=None):
-        from devinterp.slt import estimate_llc
+    def settings_for(self, ctx: CallbackContext) -> dict:
+        """The `estimate_llc` settings at this checkpoint: explicit, or the run's calibration."""
+        c = self.config
+        common = dict(num_chains=c.num_chains, nbeta=c.nbeta, localization=c.localization, sampler=c.sampler)
+        if not c.auto:
+            explicit = {key: FIXED_DEFAULTS[key] if getattr(c, key) == AUTO else getattr(c, key)
+                        for key in FIXED_DEFAULTS}
+            return {**common, **explicit, "step_size": c.step_size}
+        record = self.calibration(ctx)
+        chosen = dict(record["settings"])
+        for key in ("batch_size", "num_draws", "num_burnin"):
+            if getattr(c, key) != AUTO:
+                chosen[key] = getattr(c, key)
+        return {**common, **chosen}
+
+    def calibration(self, ctx: CallbackContext) -> dict:
+        """The run's calibration record, made at this checkpoint if it is the reference one."""
+        from devinterp.store.calibration import read_calibration, write_calibration
+
+        if self._calibration is None and ctx.run_dir is not None:
+            self._calibration = read_calibration(ctx.run_dir, self.name, self.settings_hash)
+        if self._calibration is None:
+            if ctx.run_dir is not None and not is_reference_step(ctx):
+                raise Deferred("the LLC's calibration waits for its reference checkpoint")
+            record = self._calibrate(ctx)
+            if ctx.run_dir is not None:
+                record = write_calibration(ctx.run_dir, self.name, self.settings_hash, record)
+            self._calibration = record
+        return self._calibration
+
+    def _calibrate(self, ctx: CallbackContext) -> dict:
+        from devinterp.slt import calibrate
 
         c = self.config
-        data = TensorDataset(ctx.train_tokens[: c.num_samples].cpu())
-        return estimate_llc(ctx.model, next_token_loss, data, num_chains=c.num_chains, num_draws=c.num_draws,
-                            num_burnin=c.num_burnin, step_size=c.step_size, nbeta=c.nbeta,
-                            localization=c.localization, batch_size=c.batch_size, sampler=c.sampler,
-                            params=params, seed=ctx.seed, device=ctx.device)
+        fixed_batch = None if c.batch_size == AUTO else c.batch_size
+        result = calibrate(ctx.model, next_token_loss, self._data(ctx), nbeta=c.nbeta, localization=c.localization,
+                           num_chains=c.num_chains, min_batch_size=fixed_batch or min(16, c.max_batch_size),
+                           max_batch_size=fixed_batch or c.max_batch_size, max_steps=c.max_steps,
+                           curvature_samples=min(c.num_samples, 4 * (fixed_batch or c.max_batch_size)),
+                           sampler=c.sampler, seed=ctx.seed, device=ctx.device)
+        rec = result.recommended
+        settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "nbeta")}
+        return {"reference_step": ctx.step, "settings": settings, "localization": rec["localization"],
+                "reason": result.reason, "problems": result.problems,
+                "table": result.table.to_dict(orient="records")}
+
+    def _data(self, ctx: CallbackContext) -> TensorDataset:
+        return TensorDataset(ctx.train_tokens[: self.config.num_samples].cpu())
+
+    def _estimate(self, ctx: CallbackContext, settings: dict, params=None):
+        from devinterp.slt import estimate_llc
+
+        return estimate_llc(ctx.model, next_token_loss, self._data(ctx), params=params, seed=ctx.seed,
+                            device=ctx.device, **settings)
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
-        result = self._estimate(ctx)
+        settings = self.settings_for(ctx)
+        result = self._estimate(ctx, settings)
         d = result.diagnostics
-        scalars = {"llc/mean": result.mean, "llc/std": result.std, "llc/init_loss": result.init_loss,
-                   "llc/rhat": d["rhat"], "llc/ess": d["ess"], "llc/fraction_below_init": d["fraction_below_init"],
-                   "llc/num_diverged": d["num_diverged"], "llc/mean_distance": d["mean_distance"]}
+        scalars = {"llc/mean": result.mean, "llc/std": result.std, "llc/stderr": result.stderr,
+                   "llc/init_loss": result.init_loss, "llc/healthy": float(result.healthy)}
+        for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_ratio", "fraction_below_init",
+                    "mean_distance"):
+            scalars[f"llc/{key}"] = float(d[key])
         arrays = {"llc/loss_trace": np.asarray(result.loss_trace), "llc/per_chain": np.asarray(result.per_chain)}
         for label, params in self._refined_selectors(ctx.model):
-            refined = self._estimate(ctx, params)
+            refined = self._estimate(ctx, settings, params)
             scalars[f"llc/{label}/mean"] = refined.mean
             scalars[f"llc/{label}/std"] = refined.std
+            scalars[f"llc/{label}/healthy"] = float(refined.healthy)
         return CallbackOutput(scalars, arrays)
 
     def _refined_selectors(self, model):
@@ -87,3 +184,26 @@ class LLCCallback(Callback):
             return [(f"L{l}H{h}", head_parameter_masks(model, l, h))
                     for l in range(model.config.n_layers) for h in range(model.config.n_heads)]
         return []
+
+
+def is_reference_step(ctx: CallbackContext) -> bool:
+    """Whether `ctx.step` is the checkpoint the run's LLC is calibrated on (module docstring)."""
+    from devinterp import checkpoints
+
+    if ctx.run_finished:
+        saved = {info.step for info in checkpoints.list_checkpoints(ctx.run_dir)}
+        return ctx.step == max((s for s in ctx.due_steps if s in saved), default=ctx.step)
+    if ctx.step >= max(ctx.due_steps, default=ctx.step):
+        return True
+    losses = [info.train_loss for info in checkpoints.list_checkpoints(ctx.run_dir)
+              if info.train_loss is not None and info.step <= ctx.step]
+    return left_initial_plateau(losses)
+
+
+def left_initial_plateau(train_losses: list[float]) -> bool:
+    """Whether the latest train losses (median of PLATEAU_WINDOW) lie PLATEAU_DROP below the first ones."""
+    if len(train_losses) < 2 * PLATEAU_WINDOW:
+        return False
+    start = statistics.median(train_losses[:PLATEAU_WINDOW])
+    latest = statistics.median(train_losses[-PLATEAU_WINDOW:])
+    return latest <= start - PLATEAU_DROP * abs(start)

@@ -6,13 +6,14 @@ import time
 import traceback
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, derive_seed
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, derive_seed
 from devinterp.config import ConfigError
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
@@ -72,7 +73,9 @@ class CallbackRunner:
     checkpoint_steps: list[int]
     total_steps: int
     completed: set[tuple[int, str, str]] | None = None  # results already stored; None: ask the store
+    run_finished: bool = False  # post hoc over a finished run
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    deferred: set[tuple[int, str]] = field(default_factory=set)  # (step, callback) that raised Deferred
 
     def __post_init__(self):
         self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
@@ -86,15 +89,20 @@ class CallbackRunner:
         steps = set().union(*self._due.values()) if self._due else set()
         return sorted(s for s in steps if self.pending(s))
 
-    def run(self, step: int, model: torch.nn.Module, device: torch.device) -> CallbackOutput:
-        """Run the callbacks pending at `step`; returns their outputs merged (for loggers)."""
+    def run(self, step: int, model: torch.nn.Module, device: torch.device,
+            only: set[str] | None = None) -> CallbackOutput:
+        """Run the callbacks pending at `step` (those named in `only`, when given); returns their
+        outputs merged (for loggers)."""
         merged = CallbackOutput()
         was_training = model.training
         model.eval()
         for callback in self.pending(step):
+            if only is not None and callback.name not in only:
+                continue
             seed = derive_seed(self.data.seed, step, callback.name)
             ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
-                                  device, seed, self.data.run_dir, self.data.initial_state)
+                                  device, seed, self.data.run_dir, self.data.initial_state,
+                                  tuple(sorted(self._due[callback.name])), self.run_finished)
             started = time.perf_counter()
             try:
                 # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
@@ -109,6 +117,11 @@ class CallbackRunner:
                 self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
                 merged.scalars.update(output.scalars)
                 merged.arrays.update(output.arrays)
+                self.deferred.discard((step, callback.name))
+            except Deferred as e:
+                log.info("%s at step %d deferred: %s", callback.name, step, e)
+                self.deferred.add((step, callback.name))
+                continue
             except Exception as e:
                 log.exception("callback %s failed at step %d", callback.name, step)
                 self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
@@ -117,3 +130,14 @@ class CallbackRunner:
             self._done.add((step, callback.name, callback.settings_hash))
         model.train(was_training)
         return merged
+
+    def catch_up(self, before: int, available: set[int], load_model: Callable[[int], torch.nn.Module],
+                 device: torch.device) -> None:
+        """Measure what is still pending at saved steps (`available`) before `before`, for every callback
+        that has measured a step at or after `before` (so it no longer defers: e.g. the LLC once it is
+        calibrated; also what a killed run left undone), loading each step with `load_model(step)`."""
+        ready = {c.name for c in self.callbacks
+                 if any(s >= before and (s, c.name, c.settings_hash) in self._done for s in self._due[c.name])}
+        waiting = sorted(s for s in available if s < before and any(c.name in ready for c in self.pending(s)))
+        for step in waiting:
+            self.run(step, load_model(step), device, only=ready)

@@ -117,11 +117,14 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     last_loss = None
     bar = tqdm(range(start_step, cfg.steps + 1), initial=start_step, total=cfg.steps + 1,
                desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    saved_steps = {info.step for info in checkpoints.list_checkpoints(run_dir)}
     for step in bar:
         if runner.pending(step):
             measured = runner.run(step, model, device)
             logger.log(step, measured.scalars)
             logger.log_arrays(step, measured.arrays)
+            # Measurements deferred at earlier checkpoints (the LLC until calibrated) run from disk.
+            runner.catch_up(step, saved_steps, lambda s: checkpoints.load(run_dir, s, device), device)
         if step in checkpoint_steps and step != resume_step:
             writer.flush()
             wall = wall_offset + time.perf_counter() - started
@@ -133,6 +136,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
                 "step": step,
             }
             checkpoints.save_checkpoint(run_dir, step, model, trainer_state, last_loss, wall)
+            saved_steps.add(step)
             write_status(run_dir, "training", step)
         if step == cfg.steps:
             break
