@@ -19,7 +19,8 @@ Pipeline of `detect_transitions`:
    - ``'other'``: an LLC plateau (no significant change), or a falling LLC while the loss changes
      a lot. Without a loss column a falling LLC is labelled 'B' and the evidence says so.
 5. Attach supporting evidence: LLC and loss changes, and the events of `signals` (loss
-   bumps/drops, jumps of an in-context-learning or prefix-matching score) within the stage.
+   bumps/drops, jumps of an in-context-learning or prefix-matching score) within the stage, and
+   how many unhealthy LLC estimates it holds (left out of, or down-weighted in, the fit of step 2).
 
 Output columns, one row per stage, stages contiguous and in order (row i's end_step is row
 i+1's start_step):
@@ -107,6 +108,7 @@ def detect_transitions(
     loss: str | None = "eval/loss",
     llc_std: str | None = None,
     *,
+    llc_healthy: str | None = None,
     n_chains: int | None = None,
     icl_score: str | None = None,
     prefix_matching: str | Sequence[str] | None = None,
@@ -128,6 +130,10 @@ def detect_transitions(
         (indexed by step) metrics table. Not modified.
     llc, loss, llc_std: metric names. `loss=None` skips the loss; `llc_std=None` estimates the
         noise level from the data.
+    llc_healthy: metric name of the LLC's health verdict (1 healthy, 0 not; see `devinterp.slt.llc`).
+        Unhealthy points are left out of the fit when at least half of the points and MIN_LLC_POINTS
+        remain; otherwise they are kept with 3× their noise std. Either way `attrs["unhealthy_steps"]`
+        lists them and the evidence of each stage says how many it holds.
     n_chains: when given, `llc_std` is the spread of single chains and the noise std of the mean
         is llc_std / sqrt(n_chains); when None, `llc_std` is used as the noise std as is.
     icl_score, prefix_matching, signals: optional extra metrics (names or globs) searched for
@@ -153,6 +159,7 @@ def detect_transitions(
     if len(np.unique(steps)) < MIN_LLC_POINTS:
         raise ValueError(f"need LLC values at >= {MIN_LLC_POINTS} distinct steps, got {len(np.unique(steps))}")
     noise = _llc_noise(wide, llc, llc_std, steps, n_chains)
+    steps, values, noise, unhealthy, excluded = _handle_unhealthy(wide, llc_healthy, steps, values, noise)
     llc_fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale, max_points=max_points)
     xs = log_step(steps)
     x_lo, x_hi = float(xs.min()), float(xs.max())
@@ -226,6 +233,10 @@ def detect_transitions(
         last = i == n - 1
         inside = events[(events["step"] >= start) & ((events["step"] < end) | (last & (events["step"] <= end)))]
         ev.extend(f"{r.name} {r.kind} at step {int(r.step)} (z={float(r.z):+.1f})" for r in inside.itertuples())
+        flagged = [s for s in unhealthy if start <= s < end or (last and s == end)]
+        if flagged:
+            ev.append(f"{len(flagged)} unhealthy LLC estimate(s) {'left out' if excluded else 'down-weighted'} "
+                      f"(steps {', '.join(map(str, flagged[:5]))}{', ...' if len(flagged) > 5 else ''})")
         rows.append({
             "start_step": start, "end_step": end, "type": kind,
             "llc_start": float(llc_at[i]), "llc_end": float(llc_at[i + 1]),
@@ -239,7 +250,29 @@ def detect_transitions(
     out.attrs["llc_fit"] = _fit_summary(llc_fit)
     out.attrs["loss_fit"] = _fit_summary(loss_fit) if loss_fit is not None else None
     out.attrs["signals"] = events.to_dict("records")
+    out.attrs["unhealthy_steps"] = unhealthy
+    out.attrs["unhealthy_excluded"] = excluded
     return out
+
+
+UNHEALTHY_NOISE_FACTOR = 3.0
+
+
+def _handle_unhealthy(wide, llc_healthy, steps, values, noise):
+    """(steps, values, noise, unhealthy steps, whether they were excluded); see `llc_healthy`."""
+    if llc_healthy is None or llc_healthy not in wide.columns:
+        return steps, values, noise, [], False
+    verdict = wide[llc_healthy].reindex(steps).to_numpy()
+    bad = np.isfinite(verdict) & (verdict < 0.5)
+    unhealthy = [int(s) for s in steps[bad]]
+    if not unhealthy:
+        return steps, values, noise, [], False
+    good = ~bad
+    if good.sum() >= max(MIN_LLC_POINTS, len(steps) / 2):
+        return steps[good], values[good], None if noise is None else noise[good], unhealthy, True
+    if noise is not None:
+        noise = np.where(bad, noise * UNHEALTHY_NOISE_FACTOR, noise)
+    return steps, values, noise, unhealthy, False
 
 
 def smoothed_curve(
