@@ -13,7 +13,9 @@ from typing import Optional
 import numpy as np
 from torch.utils.data import TensorDataset
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
+
+REFINED_MODES = ("none", "per_layer", "per_head")
 
 
 def next_token_loss(model, batch):
@@ -34,6 +36,19 @@ class LLCSettings:
     num_samples: int = 1024
     refined: str = "none"  # none | per_layer | per_head
 
+    def validate(self) -> None:
+        from devinterp.slt.sampler import SAMPLERS
+
+        for key in ("num_chains", "num_draws", "batch_size", "num_samples"):
+            require(positive(getattr(self, key)), key, getattr(self, key), "must be a positive integer")
+        require(self.num_burnin >= 0, "num_burnin", self.num_burnin, "must be >= 0")
+        require(self.step_size == "auto" or positive(self.step_size), "step_size", self.step_size,
+                'must be a positive number (or "auto")')
+        require(self.nbeta is None or positive(self.nbeta), "nbeta", self.nbeta, "must be positive or null")
+        require(self.localization >= 0, "localization", self.localization, "must be >= 0")
+        require(self.sampler in SAMPLERS, "sampler", self.sampler, f"not one of {', '.join(SAMPLERS)}")
+        require(self.refined in REFINED_MODES, "refined", self.refined, f"not one of {', '.join(REFINED_MODES)}")
+
 
 class LLCCallback(Callback):
     """Scalars: `llc/mean`, `llc/std` (chain-to-chain), `llc/init_loss`, and diagnostics
@@ -43,13 +58,6 @@ class LLCCallback(Callback):
 
     name = "llc"
     Settings = LLCSettings
-
-    def __init__(self, schedule=None, **settings):
-        super().__init__(schedule, **settings)
-        if self.config.refined not in ("none", "per_layer", "per_head"):
-            from devinterp.config import ConfigError
-
-            raise ConfigError(f"callbacks.llc.refined={self.config.refined!r}: not one of none, per_layer, per_head")
 
     def _estimate(self, ctx: CallbackContext, params=None):
         from devinterp.slt import estimate_llc
