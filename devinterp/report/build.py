@@ -1,7 +1,9 @@
 """`devinterp-report`: stages, figures and a self-contained HTML page for one run.
 
-Writes `<run_dir>/report/`: `index.html` (figures embedded, opens offline), the PNG figures,
-`stages.csv` (detect_transitions' table) and `essential_dynamics.csv` (candidate boundaries).
+Writes `<run_dir>/report/` (or `out_dir`): `index.html` (figures embedded, opens offline), the
+PNG figures, `stages.csv` (detect_transitions' table) and `essential_dynamics.csv` (candidate
+boundaries). Reads the run only: a metrics part or checkpoint that cannot be read is left out,
+and the report's notes name it.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pandas as pd
 
 from devinterp.report import figures
 from devinterp.store.atomic import atomic_write_text
-from devinterp.store.metrics import read_metrics
+from devinterp.store.metrics import read_metrics_and_problems
 
 log = logging.getLogger(__name__)
 REPORT_DIRNAME = "report"
@@ -48,12 +50,13 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
 
 
 def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", llc_std: str | None = "llc/std",
-                 ed_examples: int = 32, device: str = "cpu") -> Report:
+                 ed_examples: int = 32, device: str = "cpu", out_dir: Path | None = None) -> Report:
+    """Write the report of `run_dir` into `out_dir` (default `<run_dir>/report`)."""
     run_dir = Path(run_dir)
-    out = run_dir / REPORT_DIRNAME
-    out.mkdir(exist_ok=True)
-    metrics = read_metrics(run_dir)
-    notes: list[str] = []
+    out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIRNAME
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, unreadable = read_metrics_and_problems(run_dir)
+    notes = [f"Skipped an unreadable metrics part (its rows are missing here): {e}" for e in unreadable]
     stages = find_stages(metrics, llc, loss, llc_std, notes)
     atomic_write_text(out / "stages.csv", stages.to_csv(index=False))
 
@@ -79,8 +82,10 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
         from devinterp.analysis.outputs import checkpoint_outputs
         from devinterp.transitions import essential_dynamics
 
-        steps, outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
-        ed = essential_dynamics(outputs, steps)
+        outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
+        for error in outputs.skipped:
+            notes.append(f"Essential dynamics skipped checkpoint step {error.step}, which cannot be loaded: {error}")
+        ed = essential_dynamics(outputs.outputs, outputs.steps)
         ed_boundaries = [int(s) for s in ed.boundary_steps]
         made.append(figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png"))
         atomic_write_text(out / "essential_dynamics.csv",
