@@ -35,7 +35,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 import devinterp.models  # noqa: F401  (registers the attention-only model with AutoModel)
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_json, fsync_dir, fsync_tree
 from devinterp.store.run_dir import CHECKPOINTS_DIRNAME
-from devinterp.store.unreadable import UnreadableFileError, describe, warn_unreadable
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
 INDEX_FILE = "index.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -83,7 +83,7 @@ class CheckpointWriteError(OSError):
 def _write_error(error: Exception, final: Path) -> CheckpointWriteError:
     """The error of a failed write, naming the checkpoint and the free space left there.
     safetensors and torch.save report a full disk as their own error types, not as OSError."""
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else describe(error)
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error_line(error)
     try:
         reason += f"; {shutil.disk_usage(final.parent).free // 1024} KiB free there"
     except OSError:
@@ -137,7 +137,7 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
         except FileNotFoundError:
             continue
         except Exception as e:  # OSError, UnicodeDecodeError, JSONDecodeError, TypeError
-            warn_unreadable(UnreadableFileError(meta, describe(e)), "skipped this checkpoint")
+            warn_unreadable(UnreadableFileError(meta, error_line(e)), "skipped this checkpoint")
     return sorted(infos, key=lambda info: info.step)
 
 
@@ -166,7 +166,7 @@ def _check_readable(path: Path, step: int, read) -> None:
     try:
         read(path)
     except Exception as e:
-        raise CheckpointError(path, describe(e), step) from None
+        raise CheckpointError(path, error_line(e), step) from None
 
 
 def _read_safetensors_header(path: Path) -> None:
@@ -184,7 +184,7 @@ def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTra
     try:
         model = AutoModelForCausalLM.from_pretrained(directory)
     except Exception as e:
-        raise CheckpointError(directory, describe(e), step) from None
+        raise CheckpointError(directory, error_line(e), step) from None
     return model.to(device).eval()
 
 
@@ -194,7 +194,7 @@ def load_trainer_state(run_dir: Path, step: int) -> dict:
     try:
         return torch.load(path, weights_only=False)
     except Exception as e:
-        raise CheckpointError(path, describe(e), step) from None
+        raise CheckpointError(path, error_line(e), step) from None
 
 
 def latest_step(run_dir: Path) -> int | None:

@@ -116,6 +116,15 @@ def setup_file_logging(run_dir: Path) -> None:
     logger.addHandler(handler)
 
 
+def stop_file_logging() -> None:
+    """Detach the run's log file (later log lines of this process are not the run's)."""
+    logger = logging.getLogger("devinterp")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
+
+
 def run(cfg: DictConfig, overrides: list[str]):
     """Validate `cfg`, create the run directory and train. Returns the TrainResult."""
     from devinterp import checkpoints
@@ -142,6 +151,7 @@ def run(cfg: DictConfig, overrides: list[str]):
         raise
     finally:
         logger.finish()
+        stop_file_logging()
 
 
 def run_or_exit(cfg: DictConfig, overrides: list[str]):

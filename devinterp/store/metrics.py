@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_bytes
-from devinterp.store.unreadable import UnreadableFileError, describe, warn_unreadable
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
 METRICS_DIRNAME = "metrics.parquet"
 SCHEMA = pa.schema([("step", pa.int64()), ("name", pa.string()), ("value", pa.float64()),
@@ -82,7 +82,7 @@ def read_metrics_and_problems(run_dir: Path, latest_only: bool = True
         except FileNotFoundError:
             continue  # vanished between listing and reading
         except Exception as e:  # pyarrow raises several types for truncated or foreign files
-            problems.append(UnreadableFileError(path, describe(e)))
+            problems.append(UnreadableFileError(path, error_line(e)))
     if not frames:
         return SCHEMA.empty_table().to_pandas(), problems
     frame = pd.concat(frames, ignore_index=True)

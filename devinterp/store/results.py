@@ -34,7 +34,7 @@ import numpy as np
 
 from devinterp.store.atomic import atomic_write_bytes, atomic_write_json
 from devinterp.store.metrics import METRICS_DIRNAME, write_part
-from devinterp.store.unreadable import UnreadableFileError, describe, has_parquet_magic, warn_unreadable
+from devinterp.store.unreadable import UnreadableFileError, error_line, has_parquet_magic, warn_unreadable
 
 ARRAYS_DIRNAME = "arrays"
 FAILURES_DIRNAME = "failures"
@@ -123,7 +123,7 @@ class ResultStore:
             except FileNotFoundError:
                 continue  # a retry succeeded meanwhile
             except (OSError, UnicodeDecodeError, ValueError) as e:
-                warn_unreadable(UnreadableFileError(path, describe(e)))
+                warn_unreadable(UnreadableFileError(path, error_line(e)))
         return records
 
     def load_arrays(self, callback: str, settings: str, step: int) -> dict[str, np.ndarray]:
@@ -136,7 +136,7 @@ class ResultStore:
         except FileNotFoundError:
             raise
         except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, OSError, ...
-            raise UnreadableFileError(path, describe(e)) from None
+            raise UnreadableFileError(path, error_line(e)) from None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ class UnreadableFileError(Exception):
         self.reason = reason
 
 
-def describe(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     """`ErrorType: first line of the message`, short enough for a log line or a note."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     message = message if len(message) <= 160 else message[:157] + "..."
