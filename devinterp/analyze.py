@@ -7,7 +7,10 @@
     devinterp-analyze run_dir=... executor=ray executor.address=auto # an existing Ray cluster
 
 Re-running skips (checkpoint, callback, settings) results already stored. Prints the time split
-per callback at the end. Bad configuration exits with code 2 and one line.
+per callback at the end. Exit codes: 0 when everything asked for is stored; 1 when some callback
+runs failed (a damaged checkpoint, a callback that raised): the last line gives their count and
+where they are recorded (`<run_dir>/failures/`), and re-running retries them; 2 for bad
+configuration (one line naming the key, before any work starts).
 """
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ from devinterp import checkpoints
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import preflight
 from devinterp.config import AnalyzeConfig, ConfigError, ExecutorName, register_configs
+from devinterp.store.results import FAILURES_DIRNAME
 from devinterp.store.run_dir import CONFIG_FILE
 from devinterp.training.trainer import resolve_device
 
 PROG = "devinterp-analyze"
+EXIT_FAILURES = 1
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 register_configs()
 
@@ -74,13 +79,28 @@ def run_analysis(cfg: DictConfig):
         finally:
             logger.finish()
     if result.failures:
-        print(f"{result.failures} callback runs failed; see {result.run_dir / 'failures'}", file=sys.stderr)
+        print(failure_summary(result), file=sys.stderr)
     return result
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def failure_summary(result) -> str:
+    """One line: how many callback runs failed, which checkpoints could not be read, where to look."""
+    line = f"{PROG}: {plural(result.failures, 'callback run')} failed"
+    if result.unreadable:
+        steps = ", ".join(map(str, sorted(result.unreadable)))
+        line += f" ({plural(len(result.unreadable), 'checkpoint')} could not be read: step {steps})"
+    return line + f"; details in {result.run_dir / FAILURES_DIRNAME}/ (re-run to retry them)"
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="analyze", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> None:
-    run_analysis(cfg)
+    result = run_analysis(cfg)
+    if result.failures:
+        raise SystemExit(EXIT_FAILURES)
 
 
 def main() -> None:

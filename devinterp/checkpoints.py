@@ -10,6 +10,14 @@
 A checkpoint is written into a `.tmp-` directory, fsynced, then renamed into place, so a
 checkpoint directory either is complete or does not exist; the manifest is rewritten atomically
 after the rename. Loading trusts the directories (the manifest is a convenience for readers).
+A write that fails (e.g. a full disk) leaves no checkpoint directory and raises an OSError naming
+the checkpoint.
+
+A file damaged after the fact (truncated, overwritten) makes `load` / `load_trainer_state` raise
+`CheckpointError` naming that file; `list_checkpoints` skips a checkpoint whose meta.json is
+unreadable, with a warning. Nothing here deletes or repairs a damaged checkpoint: when training
+resumed from an earlier one writes that step anew, the old directory is renamed to
+`.replaced-step_<step>-<time>` (hidden from every reader) and kept.
 """
 from __future__ import annotations
 
@@ -21,15 +29,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import devinterp.models  # noqa: F401  (registers the attention-only model with AutoModel)
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_json, fsync_dir, fsync_tree
 from devinterp.store.run_dir import CHECKPOINTS_DIRNAME
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
 INDEX_FILE = "index.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
+REPLACED_PREFIX = ".replaced-"  # a checkpoint directory written anew is kept under this name
+CONFIG_FILE = "config.json"  # written by save_pretrained
+WEIGHTS_FILE = "model.safetensors"  # written by save_pretrained
+
+
+class CheckpointError(UnreadableFileError):
+    """A file of a saved checkpoint cannot be read; `path` names it, `step` is the checkpoint."""
+
+    def __init__(self, path: Path, reason: str, step: int):
+        super().__init__(path, reason)
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,27 @@ def step_dirname(step: int) -> str:
 
 def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIRNAME
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (e.g. the disk is full); no part of it is visible."""
+
+    def __init__(self, path: Path, reason: str, errno: int | None = None):
+        super().__init__(errno, reason, str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: could not write checkpoint ({self.strerror})"
+
+
+def _write_error(error: Exception, final: Path) -> CheckpointWriteError:
+    """The error of a failed write, naming the checkpoint and the free space left there.
+    safetensors and torch.save report a full disk as their own error types, not as OSError."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error_line(error)
+    try:
+        reason += f"; {shutil.disk_usage(final.parent).free // 1024} KiB free there"
+    except OSError:
+        pass
+    return CheckpointWriteError(final, reason, getattr(error, "errno", None))
 
 
 def save_checkpoint(
@@ -70,10 +112,12 @@ def save_checkpoint(
         info = CheckpointInfo(step, f"{CHECKPOINTS_DIRNAME}/{final.name}", train_loss, wall_time, size)
         (tmp / META_FILE).write_text(json.dumps(asdict(info), indent=2))
         fsync_tree(tmp)
-        if final.exists():  # a previous attempt at this step completed: replace it whole
-            shutil.rmtree(final)
+        if final.exists():  # a resume from an earlier checkpoint: this one did not load (damaged)
+            os.rename(final, root / f"{REPLACED_PREFIX}{final.name}-{time.time_ns()}")  # kept, not deleted
         os.rename(tmp, final)
         fsync_dir(root)
+    except Exception as e:
+        raise _write_error(e, final) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_index(run_dir)
@@ -81,13 +125,19 @@ def save_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
-    """Complete checkpoints of a run, sorted by step (read from the directories themselves)."""
+    """Complete checkpoints of a run, sorted by step (read from the directories themselves).
+    One whose meta.json cannot be read is skipped with an UnreadableFileWarning."""
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
     infos = []
     for meta in root.glob(f"step_*/{META_FILE}"):
-        infos.append(CheckpointInfo(**json.loads(meta.read_text())))
+        try:
+            infos.append(CheckpointInfo(**json.loads(meta.read_text())))
+        except FileNotFoundError:
+            continue
+        except Exception as e:  # OSError, UnicodeDecodeError, JSONDecodeError, TypeError
+            warn_unreadable(UnreadableFileError(meta, error_line(e)), "skipped this checkpoint")
     return sorted(infos, key=lambda info: info.step)
 
 
@@ -112,14 +162,39 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return path
 
 
+def _check_readable(path: Path, step: int, read) -> None:
+    try:
+        read(path)
+    except Exception as e:
+        raise CheckpointError(path, error_line(e), step) from None
+
+
+def _read_safetensors_header(path: Path) -> None:
+    with safe_open(path, framework="pt") as f:  # checks the header and that the data is all there
+        f.keys()
+
+
 def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTrainedModel:
-    """The model saved at `step`, in eval mode, on `device`."""
-    model = AutoModelForCausalLM.from_pretrained(checkpoint_path(run_dir, step))
+    """The model saved at `step`, in eval mode, on `device`. Raises CheckpointError naming the
+    file if its config.json or model.safetensors is damaged (FileNotFoundError if there is no
+    complete checkpoint at `step`)."""
+    directory = checkpoint_path(run_dir, step)
+    _check_readable(directory / CONFIG_FILE, step, lambda p: json.loads(p.read_text()))
+    _check_readable(directory / WEIGHTS_FILE, step, _read_safetensors_header)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory)
+    except Exception as e:
+        raise CheckpointError(directory, error_line(e), step) from None
     return model.to(device).eval()
 
 
 def load_trainer_state(run_dir: Path, step: int) -> dict:
-    return torch.load(checkpoint_path(run_dir, step) / TRAINER_STATE_FILE, weights_only=False)
+    """Optimizer, scheduler and RNG states saved at `step`; CheckpointError if damaged."""
+    path = checkpoint_path(run_dir, step) / TRAINER_STATE_FILE
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(path, error_line(e), step) from None
 
 
 def latest_step(run_dir: Path) -> int | None:
@@ -127,8 +202,37 @@ def latest_step(run_dir: Path) -> int | None:
     return infos[-1].step if infos else None
 
 
+@dataclass
+class Resumable:
+    """A checkpoint that loads completely: model and trainer state."""
+
+    step: int
+    model: PreTrainedModel
+    trainer_state: dict
+
+
+def load_latest(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Resumable | None, list[CheckpointError]]:
+    """The newest checkpoint whose weights, config and trainer state all load (None if none
+    does), and the newer ones that failed to load (left untouched)."""
+    skipped = []
+    for info in reversed(list_checkpoints(run_dir)):
+        try:
+            model = load(run_dir, info.step, device)
+            state = load_trainer_state(run_dir, info.step)
+        except CheckpointError as e:
+            skipped.append(e)
+            continue
+        return Resumable(info.step, model, state), skipped
+    return None, skipped
+
+
 def initial_state(run_dir: Path) -> dict[str, torch.Tensor] | None:
-    """The weights at step 0 (for distance-from-init), or None if step 0 was not saved."""
+    """The weights at step 0 (for distance-from-init), or None if step 0 was not saved or cannot
+    be read (then with an UnreadableFileWarning naming the file)."""
     if not (checkpoints_dir(run_dir) / step_dirname(0) / META_FILE).is_file():
         return None
-    return load(run_dir, 0).state_dict()
+    try:
+        return load(run_dir, 0).state_dict()
+    except CheckpointError as e:
+        warn_unreadable(e, "distances from the initial weights are not measured")
+        return None

@@ -206,6 +206,7 @@ class ReportConfig:
     loss: str = "eval/loss"
     ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
     device: Device = Device.auto
+    out_dir: Optional[str] = None  # where the report goes; default <run_dir>/report
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb: stages and figures to the run's wandb run
 
 

@@ -7,6 +7,8 @@
     devinterp-train resume=true run_dir=runs/induction/2026-11-23_16-00-00_seed0
 
 Bad configuration exits with code 2 and one line naming the key and value; nothing is created.
+A failed write (a full disk, a read-only directory) exits with code 1 and one line naming the
+file; the run can be resumed once the cause is fixed.
 A resumed run keeps the config stored in its run directory; only `device`, `progress` and
 `logger` may be given anew.
 """
@@ -29,9 +31,11 @@ from devinterp.cli_errors import fail, override_key, preflight, split_argv
 from devinterp.config import ConfigError, TrainConfig, register_configs, validate_train_config
 from devinterp.loggers import build_logger
 from devinterp.store.atomic import atomic_write_text
+from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
 
 PROG = "devinterp-train"
+EXIT_FAILED = 1
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 OVERRIDES_FILE = "overrides.yaml"
 # Top-level keys a resumed run may take from the command line; the rest comes from the run dir.
@@ -112,6 +116,15 @@ def setup_file_logging(run_dir: Path) -> None:
     logger.addHandler(handler)
 
 
+def stop_file_logging() -> None:
+    """Detach the run's log file (later log lines of this process are not the run's)."""
+    logger = logging.getLogger("devinterp")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
+
+
 def run(cfg: DictConfig, overrides: list[str]):
     """Validate `cfg`, create the run directory and train. Returns the TrainResult."""
     from devinterp import checkpoints
@@ -123,6 +136,7 @@ def run(cfg: DictConfig, overrides: list[str]):
     run_dir = prepare_run_dir(cfg, train_cfg, overrides)
     if train_cfg.resume:
         checkpoints.remove_incomplete(run_dir)
+        ResultStore(run_dir).remove_stale_locks()
     setup_file_logging(run_dir)
     log.info("run directory %s", run_dir)
     logger = build_logger(train_cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), group=train_cfg.name)
@@ -130,10 +144,23 @@ def run(cfg: DictConfig, overrides: list[str]):
         return train(train_cfg, run_dir, logger, callbacks)
     except BaseException:
         log.exception("training failed")
-        write_status(run_dir, "failed", checkpoints.latest_step(run_dir) or 0)
+        try:
+            write_status(run_dir, "failed", checkpoints.latest_step(run_dir) or 0)
+        except OSError:
+            log.exception("could not mark the run failed")  # e.g. the disk is still full
         raise
     finally:
         logger.finish()
+        stop_file_logging()
+
+
+def run_or_exit(cfg: DictConfig, overrides: list[str]):
+    """`run`, but an OSError (full disk, read-only directory) exits 1 with one line naming the file."""
+    try:
+        return run(cfg, overrides)
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
 
 
 def report(result) -> None:
@@ -154,7 +181,7 @@ def hydra_app(cfg: DictConfig) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN and cfg.run_dir is None:
         cfg = cfg.copy()
         cfg.run_dir = str(Path(hydra_cfg.sweep.dir) / f"{hydra_cfg.job.num}_seed{cfg.seed}")
-    report(run(cfg, overrides))
+    report(run_or_exit(cfg, overrides))
 
 
 def main() -> None:
@@ -168,7 +195,7 @@ def main() -> None:
             cfg, merged = resume_config(configs[0], overrides)
         except ConfigError as e:
             fail(PROG, str(e))
-        report(run(cfg, merged))
+        report(run_or_exit(cfg, merged))
         return
     hydra_app()
 

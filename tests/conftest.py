@@ -14,3 +14,46 @@ TINY = ["steps=30", "checkpoints.log=4", "checkpoints.linear=4", "progress=false
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"runs_root={tmp_path / 'runs'}"]
+
+
+# A short run with its checkpoints, the same config twice: with the default callbacks live
+# (results and arrays stored) and with none (for post-hoc analysis). Shared by the post-hoc,
+# report, dashboard and fault-injection tests; tests copy a run before changing anything.
+SMALL_RUN = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "task.vocab_size=16",
+             "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
+             "train_sample_size=64"]
+SMALL_RUN_CALLBACKS = ["callbacks=[loss,induction,weights,grads]", "callbacks.induction.num_sequences=16",
+                       "callbacks.grads.num_samples=32"]
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory):
+    """(live run, bare run): run directories not to be modified (copy them first)."""
+    from devinterp.train import compose_train_config, run
+
+    root = tmp_path_factory.mktemp("small_runs")
+    runs = []
+    for name, callbacks in (("live", SMALL_RUN_CALLBACKS), ("bare", ["callbacks=[]"])):
+        overrides = [*SMALL_RUN, *callbacks, f"run_dir={root / name}"]
+        runs.append(run(compose_train_config(overrides), overrides).run_dir)
+    return tuple(runs)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Factory: tmpfs(size) -> a freshly mounted tmpfs directory (skips the test if mounting is
+    not permitted, e.g. not root); unmounted afterwards."""
+    from tests.fault_injection import Mount
+
+    mounts = []
+
+    def make(size: str = "8m") -> "Mount":
+        mount = Mount(tmp_path / f"tmpfs{len(mounts)}", size)
+        if mount.skip_reason:
+            pytest.skip(mount.skip_reason)
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in mounts:
+        mount.unmount()

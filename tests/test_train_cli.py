@@ -36,6 +36,8 @@ BAD_CONFIGS = [
     (["task=text"], "task.path"),
     (["task=text", "task.path=/does/not/exist.txt"], "task.path='/does/not/exist.txt'"),
     (["resume=true"], "run_dir"),
+    (["callbacks=study", "callbacks.llc.step_size=-1"], "callbacks.llc.step_size=-1"),
+    (["callbacks.loss.batch_size=0"], "callbacks.loss.batch_size=0"),
 ]
 
 

@@ -3,14 +3,23 @@
 Incremental and resumable: results already stored for a (step, callback, settings) are skipped,
 so a killed analysis continues where it stopped and re-running a finished one does nothing.
 One job per checkpoint; each job loads its checkpoint and writes its own result files.
+
+Robust: a checkpoint that cannot be loaded is recorded as a failure of each of its callbacks
+(under `failures/`, naming the damaged file) and the other checkpoints are measured. Several
+analyses of one run may work at once: each result is claimed before it is computed (see
+`ResultStore.claim`); results another analysis is computing are waited for at the end, and
+computed here if that analysis died, so every analysis ends with all it asked for stored once.
+Only complete checkpoints are seen, so an analysis can run beside training and be re-run to
+catch up.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +34,7 @@ from devinterp.config import InductionTaskConfig, MarkovICLTaskConfig, TaskConfi
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status
 from devinterp.store.atomic import atomic_write_json
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 from devinterp.tasks import build_task
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,21 @@ class CheckpointJob:
     checkpoint_steps: tuple[int, ...]
     total_steps: int
     run_finished: bool = True
+    wait_for_claims: bool = False  # wait for results another analysis is computing (the last pass)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one job did: seconds per callback, the callbacks that failed, those another process
+    was computing (`busy`, not run), those that deferred their measurement (`deferred`: the LLC
+    before its calibration's reference checkpoint) and, if the checkpoint could not be loaded, why."""
+
+    step: int
+    seconds: dict[str, float]
+    failed: tuple[str, ...] = ()
+    busy: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
+    unreadable: str | None = None
 
 
 @dataclass
@@ -51,7 +76,8 @@ class AnalysisResult:
     steps_analysed: list[int]
     seconds: float
     callback_seconds: dict[str, float] = field(default_factory=dict)
-    failures: int = 0
+    failures: int = 0  # callback runs of this analysis that failed (recorded under failures/)
+    unreadable: dict[int, str] = field(default_factory=dict)  # step -> why its checkpoint did not load
 
 
 def run_config(run_dir: Path) -> dict:
@@ -74,19 +100,96 @@ def load_run_data(run_dir: Path) -> RunData:
 def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> CallbackRunner:
     steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
     total_steps = int(run_config(run_dir)["steps"])
-    finished = read_status(run_dir).get("state") == "finished" if (Path(run_dir) / STATUS_FILE).exists() else True
-    return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps, run_finished=finished)
+    return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps,
+                          run_finished=run_is_finished(run_dir))
 
 
-def analyze_checkpoint(job: CheckpointJob) -> tuple[int, dict[str, float], tuple[str, ...]]:
-    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback, the names of
-    callbacks that deferred their measurement)."""
+def run_is_finished(run_dir: Path) -> bool:
+    """Whether training has finished (`status.json` says so; a run without one, or with an unreadable
+    one, counts as finished: post hoc, its saved checkpoints are all there is)."""
+    try:
+        return read_status(run_dir).get("state") == "finished"
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, AttributeError) as e:
+        warn_unreadable(UnreadableFileError(Path(run_dir) / STATUS_FILE, error_line(e)), "the run counts as finished")
+        return True
+
+
+def analyze_checkpoint(job: CheckpointJob) -> JobResult:
+    """Run a job's callbacks at its checkpoint."""
+    device = torch.device(job.device)
+    try:
+        model = checkpoints.load(job.run_dir, job.step, device)
+    except checkpoints.CheckpointError as e:
+        return record_unreadable_checkpoint(job, e)
     runner = CallbackRunner(list(job.callbacks), load_run_data(job.run_dir), ResultStore(job.run_dir),
                             list(job.checkpoint_steps), job.total_steps, completed=set(),
-                            run_finished=job.run_finished)
-    device = torch.device(job.device)
-    runner.run(job.step, checkpoints.load(job.run_dir, job.step, device), device)
-    return job.step, dict(runner.seconds), tuple(sorted(name for _, name in runner.deferred))
+                            run_finished=job.run_finished, wait_for_claims=job.wait_for_claims)
+    runner.run(job.step, model, device)
+    return JobResult(job.step, dict(runner.seconds), tuple(name for _, name in runner.failed),
+                     tuple(name for _, name in runner.busy), tuple(sorted(name for _, name in runner.deferred)))
+
+
+def record_unreadable_checkpoint(job: CheckpointJob, error: checkpoints.CheckpointError) -> JobResult:
+    """A failure of each of the job's callbacks, naming the damaged file (which is left as it is)."""
+    store = ResultStore(job.run_dir)
+    for callback in job.callbacks:
+        store.write_failure(job.step, callback.name, callback.settings_hash, str(error), "", file=str(error.path))
+    return JobResult(job.step, {}, failed=tuple(c.name for c in job.callbacks), unreadable=str(error))
+
+
+def plan_jobs(runner: CallbackRunner, run_dir: Path, device: str, steps: list[int] | None) -> list[CheckpointJob]:
+    """One job per checkpoint with callbacks due and not stored (optionally only at `steps`)."""
+    available = set(runner.checkpoint_steps)
+    todo = [s for s in runner.pending_steps() if s in available and (steps is None or s in steps)]
+    return [CheckpointJob(run_dir, s, tuple(runner.pending(s)), device, tuple(runner.checkpoint_steps),
+                          runner.total_steps, runner.run_finished) for s in todo]
+
+
+def deferred_jobs(jobs: list[CheckpointJob], results: list[JobResult]) -> list[CheckpointJob]:
+    """The second pass: the callbacks that deferred at their step in the first (which has measured
+    the reference checkpoint they waited for)."""
+    deferred = {r.step: set(r.deferred) for r in results if r.deferred}
+    return sorted((replace(job, callbacks=tuple(c for c in job.callbacks if c.name in deferred[job.step]))
+                   for job in jobs if job.step in deferred), key=lambda job: job.step)
+
+
+def waiting_jobs(jobs: list[CheckpointJob], results: list[JobResult]) -> list[CheckpointJob]:
+    """The last pass: jobs for the results that another process was computing, which wait for
+    it (and compute the result if it did not store it)."""
+    busy = defaultdict(set)
+    for result in results:
+        busy[result.step].update(result.busy)
+    return [replace(job, callbacks=tuple(c for c in job.callbacks if c.name in busy[job.step]), wait_for_claims=True)
+            for job in jobs if job.step in busy]
+
+
+def run_jobs(run_dir: Path, jobs: list[CheckpointJob], executor: ExecutorConfig, progress: bool,
+             desc: str = "analyse") -> list[JobResult]:
+    results = []
+    with tqdm(total=len(jobs), desc=desc, unit="ckpt", disable=not progress or not jobs, dynamic_ncols=True) as bar:
+        for result in map_unordered(executor, analyze_checkpoint, jobs):
+            results.append(result)
+            if result.unreadable:
+                bar.write(f"warning: skipped checkpoint step {result.step}: {result.unreadable}", file=sys.stderr)
+            bar.update(1)
+            write_analysis_status(run_dir, "analysing", result.step)
+    return results
+
+
+def write_analysis_status(run_dir: Path, state: str, step: int) -> None:
+    atomic_write_json(Path(run_dir) / ANALYSIS_STATUS_FILE, {"state": state, "step": step, "updated": time.time()})
+
+
+def summarize(run_dir: Path, jobs: list[CheckpointJob], results: list[JobResult], seconds: float) -> AnalysisResult:
+    totals: dict[str, float] = defaultdict(float)
+    for result in results:
+        for name, value in result.seconds.items():
+            totals[name] += value
+    failures = sum(len(r.failed) for r in results)  # the passes run disjoint (step, callback) pairs
+    unreadable = {r.step: r.unreadable for r in results if r.unreadable}
+    return AnalysisResult(run_dir, sorted(job.step for job in jobs), seconds, dict(totals), failures, unreadable)
 
 
 def analyze(
@@ -101,43 +204,21 @@ def analyze(
     results. Post hoc only checkpoint steps can be analysed: a schedule's `every` and explicit
     steps count only where a checkpoint exists."""
     run_dir = Path(run_dir)
+    executor = executor or ExecutorConfig()
     started = time.perf_counter()
     runner = make_runner(run_dir, callbacks, load_run_data(run_dir))
-    available = set(runner.checkpoint_steps)
-    todo = [s for s in runner.pending_steps() if s in available and (steps is None or s in steps)]
-    def job(step: int, pending: list[Callback]) -> CheckpointJob:
-        return CheckpointJob(run_dir, step, tuple(pending), device, tuple(runner.checkpoint_steps),
-                             runner.total_steps, runner.run_finished)
-
-    jobs = [job(s, runner.pending(s)) for s in todo]
-    by_name = {c.name: c for c in callbacks}
-    atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": "analysing", "step": 0, "updated": time.time()})
-    totals: dict[str, float] = defaultdict(float)
-    failed_before = len(ResultStore(run_dir).failures())
+    jobs = plan_jobs(runner, run_dir, device, steps)
+    write_analysis_status(run_dir, "analysing", 0)
     state = "failed"
     try:
-        with tqdm(total=len(jobs), desc="analyse", unit="ckpt", disable=not progress, dynamic_ncols=True) as bar:
-            # A second pass measures what the first deferred (the LLC before its reference checkpoint).
-            for _ in range(2):
-                deferred = []
-                for step, seconds, waiting in map_unordered(executor or ExecutorConfig(), analyze_checkpoint, jobs):
-                    for name, value in seconds.items():
-                        totals[name] += value
-                    if waiting:
-                        deferred.append(job(step, [by_name[name] for name in waiting]))
-                    bar.update(1)
-                    atomic_write_json(run_dir / ANALYSIS_STATUS_FILE,
-                                      {"state": "analysing", "step": step, "updated": time.time()})
-                jobs = sorted(deferred, key=lambda j: j.step)
-                if not jobs:
-                    break
-                bar.total += len(jobs)
+        results = run_jobs(run_dir, jobs, executor, progress)
+        results += run_jobs(run_dir, deferred_jobs(jobs, results), executor, progress, desc="after calibration")
+        results += run_jobs(run_dir, waiting_jobs(jobs, results), executor, progress, desc="wait for others")
         state = "finished"
     finally:
-        atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": state, "step": max(todo, default=0),
-                                                           "updated": time.time()})
-    failures = len(ResultStore(run_dir).failures()) - failed_before
-    return AnalysisResult(run_dir, sorted(todo), time.perf_counter() - started, dict(totals), max(failures, 0))
+        write_analysis_status(run_dir, state, max((job.step for job in jobs), default=0))
+        ResultStore(run_dir).remove_stale_locks()
+    return summarize(run_dir, jobs, results, time.perf_counter() - started)
 
 
 def log_results(logger, run_dir: Path, steps: list[int], callbacks: list[Callback]) -> None:
@@ -155,3 +236,5 @@ def log_results(logger, run_dir: Path, steps: list[int], callbacks: list[Callbac
                 logger.log_arrays(int(step), store.load_arrays(callback.name, callback.settings_hash, int(step)))
             except FileNotFoundError:
                 pass
+            except UnreadableFileError as e:
+                warn_unreadable(e, "its arrays are not logged")

@@ -38,10 +38,10 @@ class Schedule:
     steps: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if self.checkpoint_stride < 1:
-            raise ValueError(f"schedule.checkpoint_stride={self.checkpoint_stride} must be >= 1")
-        if self.every is not None and self.every < 1:
-            raise ValueError(f"schedule.every={self.every} must be >= 1")
+        require(self.checkpoint_stride >= 1, "schedule.checkpoint_stride", self.checkpoint_stride, "must be >= 1")
+        require(self.every is None or self.every >= 1, "schedule.every", self.every, "must be >= 1 or null")
+        for step in self.steps:
+            require(step >= 0, "schedule.steps", list(self.steps), "steps must be >= 0")
 
     def due_steps(self, checkpoint_steps: list[int], total_steps: int) -> set[int]:
         due = set(int(s) for s in self.steps if 0 <= s <= total_steps)
@@ -88,6 +88,25 @@ def derive_seed(run_seed: int, step: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+class SettingError(ValueError):
+    """A callback setting has a bad value. `key` is relative to the callback ("step_size")."""
+
+    def __init__(self, key: str, value, why: str):
+        super().__init__(f"{key}={value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
+def require(ok: bool, key: str, value, why: str) -> None:
+    """Raise SettingError(key, value, why) unless `ok`: the building block of `validate`."""
+    if not ok:
+        raise SettingError(key, value, why)
+
+
+def positive(value) -> bool:
+    """A number (not a bool or a string) greater than 0."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 @dataclass
 class NoSettings:
     pass
@@ -98,7 +117,10 @@ class Callback:
     `on_checkpoint`; the other hooks are optional.
 
     Constructor keyword arguments are validated against `Settings` (unknown keys and wrong types
-    raise `ConfigError` naming the key) and available as `self.config`.
+    raise `ConfigError` naming the key) and available as `self.config`. Values are then checked by
+    the Settings' own `validate()` method, if it has one: it raises `SettingError` (see `require`)
+    and the error names the full key, e.g. `callbacks.llc.step_size=-1.0: must be positive`. So
+    bad settings fail when the callback is built, before training or an analysis starts.
     """
 
     name: str = "callback"
@@ -114,6 +136,10 @@ class Callback:
             self.schedule = _as_schedule(schedule)
             merged = OmegaConf.merge(OmegaConf.structured(self.Settings), settings)
             self.config = OmegaConf.to_object(merged)
+            if hasattr(self.config, "validate"):
+                self.config.validate()
+        except SettingError as e:
+            raise ConfigError(f"callbacks.{self.name}.{e}") from None
         except Exception as e:
             raise ConfigError(f"callbacks.{self.name}: {describe(e)}") from e
 

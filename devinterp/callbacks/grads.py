@@ -5,13 +5,16 @@ from dataclasses import dataclass
 
 import torch
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.weights import grouped_norms
 
 
 @dataclass
 class GradsSettings:
     num_samples: int = 256  # training sequences the loss is averaged over
+
+    def validate(self) -> None:
+        require(positive(self.num_samples), "num_samples", self.num_samples, "must be a positive integer")
 
 
 class GradsCallback(Callback):

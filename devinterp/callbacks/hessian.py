@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.llc import next_token_loss
 
 
@@ -23,6 +23,18 @@ class HessianSettings:
     tol: float = 1e-3
     num_samples: int = 16
     batch_size: int = 16
+
+    def validate(self) -> None:
+        for key in ("top_k", "bottom_k", "trace_probes"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        require(self.top_k + self.bottom_k >= 1, "top_k", self.top_k, "top_k and bottom_k cannot both be 0")
+        for key in ("lanczos_steps", "num_samples", "batch_size"):
+            require(positive(getattr(self, key)), key, getattr(self, key), "must be a positive integer")
+        require(not self.density or positive(self.density_probes), "density_probes", self.density_probes,
+                "must be positive when density is on")
+        require(self.lanczos_steps >= self.top_k + self.bottom_k, "lanczos_steps", self.lanczos_steps,
+                f"must be at least top_k + bottom_k = {self.top_k + self.bottom_k}")
+        require(positive(self.tol), "tol", self.tol, "must be positive")
 
 
 class HessianCallback(Callback):

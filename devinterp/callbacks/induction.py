@@ -16,13 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 
 
 @dataclass
 class InductionSettings:
     num_sequences: int = 64
     seq_len: int | None = None  # default: the model's context length (capped at the task's)
+
+    def validate(self) -> None:
+        require(positive(self.num_sequences), "num_sequences", self.num_sequences, "must be a positive integer")
+        require(self.seq_len is None or self.seq_len >= 4, "seq_len", self.seq_len, "must be at least 4 or null")
 
 
 class InductionCallback(Callback):

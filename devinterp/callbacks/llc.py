@@ -25,12 +25,13 @@ from typing import Any, Optional
 import numpy as np
 from torch.utils.data import TensorDataset
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, positive, require
 
 AUTO = "auto"
 FIXED_DEFAULTS = {"batch_size": 16, "num_burnin": 0, "num_draws": 100}
 PLATEAU_DROP = 0.05
 PLATEAU_WINDOW = 3  # checkpoints whose train losses are averaged (median) at either end
+REFINED_MODES = ("none", "per_layer", "per_head")
 
 
 def next_token_loss(model, batch):
@@ -54,31 +55,41 @@ class LLCSettings:
     refined: str = "none"  # none | per_layer | per_head
 
     def __post_init__(self):
-        for key, minimum in (("step_size", None), ("batch_size", 1), ("num_draws", 1), ("num_burnin", 0)):
+        # YAML reads 1e-3 as a string: numbers given as strings become numbers (validate() checks them).
+        for key in ("step_size", "batch_size", "num_draws", "num_burnin"):
             value = getattr(self, key)
-            if value == AUTO:
-                continue
-            number = _number(key, value, integer=key != "step_size")
-            if (minimum is None and not number > 0) or (minimum is not None and number < minimum):
-                bound = "positive" if minimum is None else f">= {minimum}"
-                raise ValueError(f"{key}={value!r}: must be {bound} or 'auto'")
-            setattr(self, key, number)
+            if isinstance(value, str) and value != AUTO:
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue
+                setattr(self, key, number if key == "step_size" or number != int(number) else int(number))
+
+    def validate(self) -> None:
+        from devinterp.slt.sampler import SAMPLERS
+
+        def auto_or(ok, key, why):
+            value = getattr(self, key)
+            require(value == AUTO or (not isinstance(value, (str, bool)) and ok(value)), key, value, why + ' (or "auto")')
+
+        whole = lambda v: isinstance(v, int) or (isinstance(v, float) and v == int(v))  # noqa: E731
+        auto_or(positive, "step_size", "must be a positive number")
+        auto_or(lambda v: positive(v) and whole(v), "batch_size", "must be a positive integer")
+        auto_or(lambda v: positive(v) and whole(v), "num_draws", "must be a positive integer")
+        auto_or(lambda v: whole(v) and v >= 0, "num_burnin", "must be an integer >= 0")
+        for key in ("num_chains", "num_samples", "max_batch_size"):
+            require(positive(getattr(self, key)), key, getattr(self, key), "must be a positive integer")
+        require(self.max_steps >= 200, "max_steps", self.max_steps, "must be >= 200 (burn-in and 100 draws)")
+        require(self.nbeta is None or positive(self.nbeta), "nbeta", self.nbeta, "must be positive or null")
+        require(self.localization >= 0, "localization", self.localization, "must be >= 0")
+        require(self.localization > 0 or not self.auto, "localization", self.localization,
+                'must be > 0 with step_size "auto" (calibration scales the step to it)')
+        require(self.sampler in SAMPLERS, "sampler", self.sampler, f"not one of {', '.join(SAMPLERS)}")
+        require(self.refined in REFINED_MODES, "refined", self.refined, f"not one of {', '.join(REFINED_MODES)}")
 
     @property
     def auto(self) -> bool:
         return self.step_size == AUTO
-
-
-def _number(key: str, value, integer: bool):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}={value!r}: not a number or 'auto'") from None
-    if integer:
-        if number != int(number):
-            raise ValueError(f"{key}={value!r}: must be a whole number or 'auto'")
-        return int(number)
-    return number
 
 
 class LLCCallback(Callback):
@@ -93,10 +104,6 @@ class LLCCallback(Callback):
 
     def __init__(self, schedule=None, **settings):
         super().__init__(schedule, **settings)
-        if self.config.refined not in ("none", "per_layer", "per_head"):
-            from devinterp.config import ConfigError
-
-            raise ConfigError(f"callbacks.llc.refined={self.config.refined!r}: not one of none, per_layer, per_head")
         self._calibration: dict | None = None  # cached record (in memory only without a run directory)
 
     def settings_for(self, ctx: CallbackContext) -> dict:

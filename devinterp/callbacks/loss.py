@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.training.evaluate import token_losses
 
 
 @dataclass
 class LossSettings:
     batch_size: int = 256
+
+    def validate(self) -> None:
+        require(positive(self.batch_size), "batch_size", self.batch_size, "must be a positive integer")
 
 
 class LossCallback(Callback):

@@ -65,7 +65,12 @@ def build_callbacks(callbacks_cfg) -> list[Callback]:
 class CallbackRunner:
     """Runs each callback at its due steps, skipping results already stored, and records the
     seconds spent per callback. A callback that raises is logged and stored as a failure for
-    that (step, callback); the others, and training, go on."""
+    that (step, callback); the others, and training, go on.
+
+    Each result is claimed in the store before it is computed (see `ResultStore.claim`): one
+    held by another process is skipped and listed in `busy` (or, with `wait_for_claims`, waited
+    for), one that process stored meanwhile is skipped. `failed` lists (step, callback name) of
+    the runs that raised."""
 
     callbacks: list[Callback]
     data: RunData
@@ -74,7 +79,10 @@ class CallbackRunner:
     total_steps: int
     completed: set[tuple[int, str, str]] | None = None  # results already stored; None: ask the store
     run_finished: bool = False  # post hoc over a finished run
+    wait_for_claims: bool = False
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    busy: list[tuple[int, str]] = field(default_factory=list)
     deferred: set[tuple[int, str]] = field(default_factory=set)  # (step, callback) that raised Deferred
 
     def __post_init__(self):
@@ -99,34 +107,20 @@ class CallbackRunner:
         for callback in self.pending(step):
             if only is not None and callback.name not in only:
                 continue
-            seed = derive_seed(self.data.seed, step, callback.name)
-            ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
-                                  device, seed, self.data.run_dir, self.data.initial_state,
-                                  tuple(sorted(self._due[callback.name])), self.run_finished)
-            started = time.perf_counter()
-            try:
-                # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
-                # the same diagnostics are stored as metrics.
-                with warnings.catch_warnings(record=True) as caught, \
-                        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    warnings.simplefilter("always")
-                    torch.manual_seed(seed)
-                    output = callback.on_checkpoint(ctx)
-                for warning in caught:
-                    log.warning("%s at step %d: %s", callback.name, step, warning.message)
-                self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
-                merged.scalars.update(output.scalars)
-                merged.arrays.update(output.arrays)
-                self.deferred.discard((step, callback.name))
-            except Deferred as e:
-                log.info("%s at step %d deferred: %s", callback.name, step, e)
-                self.deferred.add((step, callback.name))
-                continue
-            except Exception as e:
-                log.exception("callback %s failed at step %d", callback.name, step)
-                self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
-            finally:
-                self.seconds[callback.name] += time.perf_counter() - started
+            with self.store.claim(step, callback.name, callback.settings_hash, self.wait_for_claims) as claimed:
+                if not claimed:
+                    self.busy.append((step, callback.name))
+                    continue
+                if not self.store.is_complete(step, callback.name, callback.settings_hash):
+                    try:
+                        output = self._run_one(callback, step, model, device)
+                    except Deferred as e:
+                        log.info("%s at step %d deferred: %s", callback.name, step, e)
+                        self.deferred.add((step, callback.name))
+                        continue
+                    merged.scalars.update(output.scalars)
+                    merged.arrays.update(output.arrays)
+            self.deferred.discard((step, callback.name))
             self._done.add((step, callback.name, callback.settings_hash))
         model.train(was_training)
         return merged
@@ -141,3 +135,33 @@ class CallbackRunner:
         waiting = sorted(s for s in available if s < before and any(c.name in ready for c in self.pending(s)))
         for step in waiting:
             self.run(step, load_model(step), device, only=ready)
+
+    def _run_one(self, callback: Callback, step: int, model: torch.nn.Module, device: torch.device) -> CallbackOutput:
+        """Run and store one callback (or record its failure); returns its output (empty if it failed).
+        `Deferred` propagates: nothing is stored and the step stays pending."""
+        seed = derive_seed(self.data.seed, step, callback.name)
+        ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
+                              device, seed, self.data.run_dir, self.data.initial_state,
+                              tuple(sorted(self._due[callback.name])), self.run_finished)
+        started = time.perf_counter()
+        try:
+            # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
+            # the same diagnostics are stored as metrics.
+            with warnings.catch_warnings(record=True) as caught, \
+                    torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                warnings.simplefilter("always")
+                torch.manual_seed(seed)
+                output = callback.on_checkpoint(ctx)
+            for warning in caught:
+                log.warning("%s at step %d: %s", callback.name, step, warning.message)
+            self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
+            return output
+        except Deferred:
+            raise
+        except Exception as e:
+            log.exception("callback %s failed at step %d", callback.name, step)
+            self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
+            self.failed.append((step, callback.name))
+            return CallbackOutput()
+        finally:
+            self.seconds[callback.name] += time.perf_counter() - started

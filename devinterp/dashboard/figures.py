@@ -197,8 +197,9 @@ def _alpha(color: str, alpha: float) -> str:
 
 
 def llc_chart(runs: list[RunData], options: PlotOptions, revision: str) -> Figure:
-    """LLC mean per run with a ±1 std band (spread over SGLD chains) where `llc/std` exists."""
-    traces = []
+    """LLC mean per run with a ±1 std band (spread over SGLD chains) where `llc/std` exists; checkpoints
+    whose estimate is not healthy (`llc/healthy` = 0) get hollow markers."""
+    traces, title = [], "Local learning coefficient"
     for i, run in enumerate(runs):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         x, mean = series(run.metrics, "llc/mean")
@@ -214,8 +215,18 @@ def llc_chart(runs: list[RunData], options: PlotOptions, revision: str) -> Figur
                            "fillcolor": _alpha(color, 0.2), "line": {"width": 0}, "hoverinfo": "skip",
                            "mode": "lines", "meta": [run.run_id, "llc/std"],
                            "name": _legend_name(run, runs, "± 1 std over chains")})
-        traces.append(_line(x, mean, _legend_name(run, runs, "LLC λ̂ (chain mean)"), [run.run_id, "llc/mean"], color))
-    fig = _figure(traces, "Local learning coefficient", "LLC estimate λ̂ (dimensionless)", options, revision)
+        line = _line(x, mean, _legend_name(run, runs, "LLC λ̂ (chain mean)"), [run.run_id, "llc/mean"], color)
+        healthy_x, healthy = series(run.metrics, "llc/healthy")
+        unhealthy = pd.Series(healthy, index=healthy_x).reindex(x).to_numpy(dtype=float) < 0.5
+        if unhealthy.any():  # hollow markers: the estimate failed a health check (devinterp.slt.llc)
+            line["mode"] = "lines+markers"
+            line["marker"] = {"size": 7, "symbol": ["circle-open" if bad else "circle" for bad in unhealthy],
+                              "line": {"color": color, "width": 1.5}}
+            line["text"] = ["not healthy (R̂, ESS, trend, divergence or noise check failed)" if bad else ""
+                            for bad in unhealthy]
+            title = "Local learning coefficient (hollow markers: estimate not healthy)"
+        traces.append(line)
+    fig = _figure(traces, title, "LLC estimate λ̂ (dimensionless)", options, revision)
     if not traces:
         _empty_note(fig, "no llc/mean yet")
     add_stages(fig, runs, options)

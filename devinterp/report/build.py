@@ -1,12 +1,15 @@
 """`devinterp-report`: stages, figures and a self-contained HTML page for one run.
 
-Writes `<run_dir>/report/`: `index.html` (figures embedded, opens offline), the PNG figures,
-`stages.csv` (detect_transitions' table) and `essential_dynamics.csv` (candidate boundaries).
+Writes `<run_dir>/report/` (or `out_dir`): `index.html` (figures embedded, opens offline), the
+PNG figures, `stages.csv` (detect_transitions' table) and `essential_dynamics.csv` (candidate
+boundaries). Reads the run only: a metrics part or checkpoint that cannot be read is left out,
+and the report's notes name it.
 """
 from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +18,8 @@ import pandas as pd
 
 from devinterp.report import figures
 from devinterp.store.atomic import atomic_write_text
-from devinterp.store.metrics import read_metrics
+from devinterp.store.calibration import CALIBRATION_DIRNAME
+from devinterp.store.metrics import read_metrics_and_problems
 
 log = logging.getLogger(__name__)
 REPORT_DIRNAME = "report"
@@ -38,23 +42,65 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
     if not (metrics["name"] == llc).any():
         notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
         return pd.DataFrame(columns=STAGE_COLUMNS)
+    healthy = health_metric(llc)
     try:
         return detect_transitions(metrics, llc=llc, loss=loss if (metrics["name"] == loss).any() else None,
                                   llc_std=llc_std if llc_std and (metrics["name"] == llc_std).any() else None,
+                                  llc_healthy=healthy if (metrics["name"] == healthy).any() else None,
                                   icl_score="eval/icl_score", prefix_matching="induction/prefix_matching_max")
     except ValueError as e:
         notes.append(f"Stage detection not possible: {e}")
         return pd.DataFrame(columns=STAGE_COLUMNS)
 
 
+def health_metric(llc: str) -> str:
+    """The health verdict stored beside an LLC metric: `llc/mean` -> `llc/healthy`."""
+    return llc.rsplit("/", 1)[0] + "/healthy"
+
+
+def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
+    """What the LLC was measured with (the run's calibration records, see devinterp.callbacks.llc)
+    and which checkpoints failed which health check."""
+    notes = []
+    for path in sorted((run_dir / CALIBRATION_DIRNAME).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            settings = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                                 for key, value in sorted(record["settings"].items()))
+            notes.append(f"LLC settings (calibrated once on checkpoint step {record['reference_step']}, "
+                         f"{path.name}): {settings}, localization={record['localization']:.3g}. "
+                         f"{record['reason']}.")
+            notes += [f"LLC calibration problem: {problem}" for problem in record.get("problems", [])]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            notes.append(f"Skipped an unreadable LLC calibration record {path}: {e}")
+    wide = metrics[metrics["name"].str.startswith(llc.rsplit("/", 1)[0] + "/")].pivot_table(
+        index="step", columns="name", values="value", aggfunc="last")
+    healthy = health_metric(llc)
+    if healthy in wide.columns and (wide[healthy] < 0.5).any():
+        bad = wide[wide[healthy] < 0.5]
+        prefix = llc.rsplit("/", 1)[0]
+        checks = {"R̂ > 1.1": bad.get(f"{prefix}/rhat", pd.Series(dtype=float)) > 1.1,
+                  "ESS < 100": bad.get(f"{prefix}/ess", pd.Series(dtype=float)) < 100,
+                  "still trending": bad.get(f"{prefix}/trend", pd.Series(dtype=float)) > 0.5,
+                  "diverged chains": bad.get(f"{prefix}/num_diverged", pd.Series(dtype=float)) > 0,
+                  "minibatch noise above its bound": bad.get(f"{prefix}/noise_ratio", pd.Series(dtype=float)) > 0.1}
+        counts = ", ".join(f"{name} at {int(hit.sum())}" for name, hit in checks.items() if hit.sum())
+        notes.append(f"{len(bad)} of {len(wide)} LLC estimates are not healthy (hollow markers; {counts or 'see llc/*'}): "
+                     f"steps {', '.join(str(int(s)) for s in bad.index)}. Stage detection down-weights them "
+                     "(see the stage evidence).")
+    return notes
+
+
 def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", llc_std: str | None = "llc/std",
-                 ed_examples: int = 32, device: str = "cpu") -> Report:
+                 ed_examples: int = 32, device: str = "cpu", out_dir: Path | None = None) -> Report:
+    """Write the report of `run_dir` into `out_dir` (default `<run_dir>/report`)."""
     run_dir = Path(run_dir)
-    out = run_dir / REPORT_DIRNAME
-    out.mkdir(exist_ok=True)
-    metrics = read_metrics(run_dir)
-    notes: list[str] = []
+    out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIRNAME
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, unreadable = read_metrics_and_problems(run_dir)
+    notes = [f"Skipped an unreadable metrics part (its rows are missing here): {e}" for e in unreadable]
     stages = find_stages(metrics, llc, loss, llc_std, notes)
+    notes += llc_notes(run_dir, metrics, llc)
     atomic_write_text(out / "stages.csv", stages.to_csv(index=False))
 
     made = [
@@ -62,7 +108,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
                                             "eval/loss_repeated": "eval, repeated tokens"},
                           "Loss", "cross-entropy (nats)", out / "loss.png"),
         figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)"}, "Local learning coefficient",
-                          "λ̂", out / "llc.png", band=(llc, llc_std) if llc_std else None),
+                          "λ̂", out / "llc.png", band=(llc, llc_std) if llc_std else None, healthy=health_metric(llc)),
         figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",
                           "eigenvalue", out / "hessian_top.png"),
         figures.line_plot(metrics, stages, {"hessian/trace": "trace"}, "Hessian: trace", "tr(H)",
@@ -79,8 +125,10 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
         from devinterp.analysis.outputs import checkpoint_outputs
         from devinterp.transitions import essential_dynamics
 
-        steps, outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
-        ed = essential_dynamics(outputs, steps)
+        outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
+        for error in outputs.skipped:
+            notes.append(f"Essential dynamics skipped checkpoint step {error.step}, which cannot be loaded: {error}")
+        ed = essential_dynamics(outputs.outputs, outputs.steps)
         ed_boundaries = [int(s) for s in ed.boundary_steps]
         made.append(figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png"))
         atomic_write_text(out / "essential_dynamics.csv",

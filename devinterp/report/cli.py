@@ -1,7 +1,15 @@
-"""`devinterp-report run_dir=...` (also `python -m devinterp.report.cli`)."""
+"""`devinterp-report run_dir=...` (also `python -m devinterp.report`).
+
+    devinterp-report run_dir=runs/induction/<run>                     # into <run>/report/
+    devinterp-report run_dir=/readonly/run out_dir=~/reports/run1     # elsewhere
+
+Bad input (no run directory, an output directory that cannot be written) exits with code 2 and
+one line naming the key, before anything is read.
+"""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -9,11 +17,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from devinterp.cli_errors import preflight
 from devinterp.config import ConfigError, ReportConfig, register_configs
+from devinterp.report.build import REPORT_DIRNAME
 from devinterp.store.run_dir import CONFIG_FILE
 
 PROG = "devinterp-report"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 register_configs()
+
+
+def output_dir(report_cfg: ReportConfig) -> Path:
+    if report_cfg.out_dir is not None:
+        return Path(report_cfg.out_dir).expanduser()
+    return Path(report_cfg.run_dir) / REPORT_DIRNAME
+
+
+def writable(directory: Path) -> bool:
+    """Whether files can be created in `directory` (or, if it does not exist yet, in its nearest
+    existing parent). Tries it: permission bits say nothing for root or a read-only mount."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return True
+    except OSError:
+        return False
 
 
 def check_report_config(cfg: DictConfig) -> None:
@@ -22,6 +48,12 @@ def check_report_config(cfg: DictConfig) -> None:
         raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
     if report_cfg.ed_examples <= 0:
         raise ConfigError(f"ed_examples={report_cfg.ed_examples}: must be positive")
+    out = output_dir(report_cfg)
+    if not writable(out):
+        if report_cfg.out_dir is None:
+            raise ConfigError(f"run_dir={report_cfg.run_dir!r}: cannot write {out} (read-only?); "
+                              "write the report elsewhere with out_dir=<directory>")
+        raise ConfigError(f"out_dir={report_cfg.out_dir!r}: cannot write there")
 
 
 def print_stages(stages) -> None:
@@ -54,7 +86,7 @@ def hydra_app(cfg: DictConfig) -> None:
     report_cfg: ReportConfig = OmegaConf.to_object(cfg)
     report = build_report(Path(report_cfg.run_dir), llc=report_cfg.llc, loss=report_cfg.loss,
                           llc_std=report_cfg.llc_std, ed_examples=report_cfg.ed_examples,
-                          device=str(resolve_device(report_cfg.device)))
+                          device=str(resolve_device(report_cfg.device)), out_dir=output_dir(report_cfg))
     print_stages(report.stages)
     log_report(report_cfg, report)
     for note in report.notes:

@@ -53,8 +53,9 @@ def _finish(fig, ax, stages: pd.DataFrame, path: Path) -> Path:
 
 
 def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, path: Path,
-              band: tuple[str, str] | None = None) -> Path | None:
-    """Curves `names` ({metric: label}); `band=(mean, std)` draws mean ± std. None if no data."""
+              band: tuple[str, str] | None = None, healthy: str | None = None) -> Path | None:
+    """Curves `names` ({metric: label}); `band=(mean, std)` draws mean ± std; `healthy` (a 1/0 metric)
+    marks the first curve's points where it is 0 with hollow markers. None if no data."""
     present = {n: label for n, label in names.items() if (metrics["name"] == n).any()}
     if not present:
         return None
@@ -64,7 +65,13 @@ def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, p
         ax.plot(s.index, s.values, lw=1.4, label=label, marker="." if len(s) < 60 else None)
     if band and (metrics["name"] == band[1]).any():
         mean, std = series(metrics, band[0]), series(metrics, band[1]).reindex(series(metrics, band[0]).index)
-        ax.fill_between(mean.index, mean - std, mean + std, alpha=0.25, label=f"± chain std")
+        ax.fill_between(mean.index, mean - std, mean + std, alpha=0.25, label="± chain std")
+    if healthy and (metrics["name"] == healthy).any():
+        first = series(metrics, next(iter(present)))
+        bad = series(metrics, healthy).reindex(first.index) < 0.5
+        if bad.any():
+            ax.scatter(first.index[bad], first.values[bad], s=36, facecolors="white", edgecolors="black", zorder=3,
+                       label="not healthy (see notes)")
     return _finish(fig, ax, stages, path)
 
 

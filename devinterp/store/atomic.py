@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary name in the same directory, fsync, rename.
 
 A reader (or a resumed run) sees either the old file or the complete new one, never a partial
-write. Temporary names start with `.tmp-` so directory scans can ignore and clean them.
+write. Temporary names start with `.tmp-` so directory scans can ignore and clean them. A failed
+write (a full disk, a read-only directory) removes its temporary and raises an OSError that names
+the file it was writing.
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(root))
 
 
+def naming(error: OSError, path: Path) -> OSError:
+    """`error` with `path` as its file name (an ENOSPC from write() names no file)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     tmp = tmp_path_for(path)
@@ -43,8 +50,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise naming(e, path) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. a read-only directory, where the temporary was never created
     fsync_dir(path.parent)
 
 

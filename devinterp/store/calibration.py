@@ -14,6 +14,7 @@ from pathlib import Path
 
 from devinterp.store.atomic import fsync_dir, tmp_path_for
 from devinterp.store.results import result_key
+from devinterp.store.unreadable import UnreadableFileError
 
 CALIBRATION_DIRNAME = "calibration"
 
@@ -23,12 +24,16 @@ def calibration_path(run_dir: Path, callback: str, settings: str) -> Path:
 
 
 def read_calibration(run_dir: Path, callback: str, settings: str) -> dict | None:
-    """The stored record, or None if this callback's settings have not been calibrated in this run."""
+    """The stored record, or None if this callback's settings have not been calibrated in this run.
+    Raises UnreadableFileError naming the file if it is damaged (it is never replaced: move it aside
+    to calibrate again)."""
     path = calibration_path(run_dir, callback, settings)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:
+        raise UnreadableFileError(path, f"{type(e).__name__}: {e}; move it aside to calibrate again") from None
 
 
 def write_calibration(run_dir: Path, callback: str, settings: str, record: dict) -> dict:
@@ -47,4 +52,4 @@ def write_calibration(run_dir: Path, callback: str, settings: str, record: dict)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
-    return json.loads(path.read_text())
+    return read_calibration(run_dir, callback, settings)

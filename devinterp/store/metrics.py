@@ -9,6 +9,7 @@ Appending is a new part file, so a crash loses at most the rows not yet flushed,
 never rewritten, and several writers (a live run and a post-hoc analysis) never clobber each
 other. Part names sort in write order; `read_metrics` keeps the last row written for a repeated
 (step, name), which is what a resumed run produces when it recomputes rows lost in a crash.
+A part that cannot be read (truncated, overwritten) is skipped and named, never removed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_bytes
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
 METRICS_DIRNAME = "metrics.parquet"
 SCHEMA = pa.schema([("step", pa.int64()), ("name", pa.string()), ("value", pa.float64()),
@@ -64,18 +66,40 @@ class MetricsWriter:
             self._rows = []
 
 
+def metric_parts(run_dir: Path) -> list[Path]:
+    """The run's complete metric part files, in write order (temporary files excluded)."""
+    directory = Path(run_dir) / METRICS_DIRNAME
+    return sorted(p for p in directory.glob("part-*.parquet") if not p.name.startswith(TMP_PREFIX))
+
+
+def read_metrics_and_problems(run_dir: Path, latest_only: bool = True
+                              ) -> tuple[pd.DataFrame, list[UnreadableFileError]]:
+    """`read_metrics`, and the part files that could not be read (skipped, not warned about)."""
+    frames, problems = [], []
+    for path in metric_parts(run_dir):
+        try:
+            frames.append(pq.read_table(path).to_pandas())
+        except FileNotFoundError:
+            continue  # vanished between listing and reading
+        except Exception as e:  # pyarrow raises several types for truncated or foreign files
+            problems.append(UnreadableFileError(path, error_line(e)))
+    if not frames:
+        return SCHEMA.empty_table().to_pandas(), problems
+    frame = pd.concat(frames, ignore_index=True)
+    if latest_only:
+        frame = frame.drop_duplicates(subset=["step", "name"], keep="last")
+    return frame.sort_values(["step", "name"], kind="stable").reset_index(drop=True), problems
+
+
 def read_metrics(run_dir: Path, latest_only: bool = True) -> pd.DataFrame:
     """All metrics of a run as a long DataFrame (step, name, value, callback, settings), sorted by
     step then name. With `latest_only`, one row per (step, name): the last one written (after a
-    callback's settings change, its newest results)."""
-    directory = Path(run_dir) / METRICS_DIRNAME
-    parts = sorted(p for p in directory.glob("part-*.parquet") if not p.name.startswith(TMP_PREFIX))
-    if not parts:
-        return SCHEMA.empty_table().to_pandas()
-    frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
-    if latest_only:
-        frame = frame.drop_duplicates(subset=["step", "name"], keep="last")
-    return frame.sort_values(["step", "name"], kind="stable").reset_index(drop=True)
+    callback's settings change, its newest results). An unreadable part file is skipped with an
+    `UnreadableFileWarning` naming it."""
+    frame, problems = read_metrics_and_problems(run_dir, latest_only)
+    for problem in problems:
+        warn_unreadable(problem, "skipped this metrics part")
+    return frame
 
 
 def metric_series(metrics: pd.DataFrame, name: str) -> pd.Series:

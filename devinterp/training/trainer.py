@@ -9,6 +9,7 @@ its last checkpoint ends with exactly the weights of an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,24 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def resume_point(run_dir: Path, device: torch.device) -> checkpoints.Resumable | None:
+    """The checkpoint to resume from (see `checkpoints.load_latest`); says which it skipped."""
+    resumed, skipped = checkpoints.load_latest(run_dir, device)
+    for error in skipped:
+        message = f"resume: skipping checkpoint step {error.step}: {error}"
+        log.warning(message)
+        print(f"warning: {message}", file=sys.stderr)
+    return resumed
+
+
 def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list[Callback]) -> TrainResult:
     """Train according to `cfg`, writing checkpoints and metrics into `run_dir` and running
     `callbacks` at their steps (before the checkpoint of that step is written).
 
-    With `cfg.resume`, continues from the last complete checkpoint in `run_dir`; callback
-    results already stored are not recomputed.
+    With `cfg.resume`, continues from the last checkpoint in `run_dir` that loads completely
+    (newer, damaged ones are named on stderr and in the log; when training passes their step
+    again it writes them anew and keeps the damaged directory aside, see `save_checkpoint`);
+    callback results already stored are not recomputed.
     """
     started = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -87,10 +100,10 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     torch.manual_seed(cfg.seed)  # only dropout-like randomness uses it; checkpointed for resume
 
     start_step, wall_offset = 0, 0.0
-    resume_step = checkpoints.latest_step(run_dir) if cfg.resume else None
-    if resume_step is not None:
-        model = checkpoints.load(run_dir, resume_step, device).train()
-        state = checkpoints.load_trainer_state(run_dir, resume_step)
+    resumed = resume_point(run_dir, device) if cfg.resume else None
+    resume_step = resumed.step if resumed is not None else None
+    if resumed is not None:
+        model, state = resumed.model.train(), resumed.trainer_state
         start_step, wall_offset = resume_step, state["wall_time"]
         log.info("resuming %s from step %d", run_dir, start_step)
     else:

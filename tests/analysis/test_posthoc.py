@@ -11,9 +11,6 @@ from devinterp.analysis import ExecutorConfig, analyze
 from devinterp.callbacks import GradsCallback, InductionCallback, LossCallback, WeightsCallback
 from devinterp.config import ExecutorName
 from devinterp.store import read_metrics
-from devinterp.train import compose_train_config, run
-
-CALLBACKS = "callbacks=[loss,induction,weights,grads]"
 
 
 def callbacks():
@@ -27,16 +24,9 @@ def callback_rows(run_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(small_runs):
     """The same short run twice: with live callbacks, and without any (to analyse post hoc)."""
-    root = tmp_path_factory.mktemp("runs")
-    base = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "task.vocab_size=16",
-            "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
-            "train_sample_size=64"]
-    settings = ["callbacks.induction.num_sequences=16", "callbacks.grads.num_samples=32"]
-    live = run(compose_train_config([*base, CALLBACKS, *settings, f"run_dir={root / 'live'}"]), [])
-    bare = run(compose_train_config([*base, "callbacks=[]", f"run_dir={root / 'bare'}"]), [])
-    return live.run_dir, bare.run_dir
+    return small_runs
 
 
 def test_posthoc_equals_online_and_is_incremental(trained, tmp_path):

@@ -40,6 +40,53 @@ def test_settings_are_validated_and_hashed():
         LossCallback(schedule={"evry": 5})
 
 
+@pytest.mark.parametrize("callback,settings,named", [
+    ("LLCCallback", {"step_size": -1}, "callbacks.llc.step_size=-1"),
+    ("LLCCallback", {"step_size": 0.0}, "callbacks.llc.step_size=0.0"),
+    ("LLCCallback", {"num_chains": 0}, "callbacks.llc.num_chains=0"),
+    ("LLCCallback", {"num_draws": -3}, "callbacks.llc.num_draws=-3"),
+    ("LLCCallback", {"num_burnin": -1}, "callbacks.llc.num_burnin=-1"),
+    ("LLCCallback", {"batch_size": 0}, "callbacks.llc.batch_size=0"),
+    ("LLCCallback", {"num_samples": 0}, "callbacks.llc.num_samples=0"),
+    ("LLCCallback", {"nbeta": -2.0}, "callbacks.llc.nbeta=-2.0"),
+    ("LLCCallback", {"localization": -1.0}, "callbacks.llc.localization=-1.0"),
+    ("LLCCallback", {"sampler": "hmc"}, "callbacks.llc.sampler='hmc'"),
+    ("LLCCallback", {"refined": "per_neuron"}, "callbacks.llc.refined='per_neuron'"),
+    ("LLCCallback", {"schedule": {"checkpoint_stride": 0}}, "callbacks.llc.schedule.checkpoint_stride=0"),
+    ("HessianCallback", {"top_k": -1}, "callbacks.hessian.top_k=-1"),
+    ("HessianCallback", {"top_k": 0, "bottom_k": 0}, "callbacks.hessian.top_k=0"),
+    ("HessianCallback", {"trace_probes": -1}, "callbacks.hessian.trace_probes=-1"),
+    ("HessianCallback", {"density_probes": 0}, "callbacks.hessian.density_probes=0"),
+    ("HessianCallback", {"lanczos_steps": 2}, "callbacks.hessian.lanczos_steps=2"),
+    ("HessianCallback", {"tol": 0.0}, "callbacks.hessian.tol=0.0"),
+    ("HessianCallback", {"num_samples": 0}, "callbacks.hessian.num_samples=0"),
+    ("HessianCallback", {"batch_size": 0}, "callbacks.hessian.batch_size=0"),
+    ("LossCallback", {"batch_size": 0}, "callbacks.loss.batch_size=0"),
+    ("InductionCallback", {"num_sequences": 0}, "callbacks.induction.num_sequences=0"),
+    ("InductionCallback", {"seq_len": 3}, "callbacks.induction.seq_len=3"),
+    ("GradsCallback", {"num_samples": -1}, "callbacks.grads.num_samples=-1"),
+    ("WeightsCallback", {"schedule": {"every": 0}}, "callbacks.weights.schedule.every=0"),
+])
+def test_bad_setting_values_name_the_key(callback, settings, named):
+    from devinterp.callbacks.hessian import HessianCallback
+    from devinterp.callbacks.llc import LLCCallback
+
+    classes = {c.__name__: c for c in (LLCCallback, HessianCallback, LossCallback, InductionCallback,
+                                       GradsCallback, WeightsCallback)}
+    with pytest.raises(ConfigError) as error:
+        classes[callback](**settings)
+    assert str(error.value).startswith(named) and len(str(error.value).splitlines()) == 1, str(error.value)
+
+
+def test_good_setting_values_pass():
+    from devinterp.callbacks.hessian import HessianCallback
+    from devinterp.callbacks.llc import LLCCallback
+
+    assert LLCCallback(nbeta=None, localization=0.0, step_size=1e-3, num_burnin=0,
+                       refined="per_head").config.refined == "per_head"
+    assert HessianCallback(top_k=0, bottom_k=1, trace_probes=0, density=False, density_probes=0).config.top_k == 0
+
+
 def test_build_callbacks_from_config():
     callbacks = build_callbacks({"loss": {"_target_": "devinterp.callbacks.LossCallback", "batch_size": 8},
                                  "grads": None})

@@ -36,6 +36,7 @@ def synthetic_metrics(step: int, seed: int = 0) -> dict[str, float]:
         "eval/icl_score": -3.5 * bump + 0.02 * rng.normal(),
         "llc/mean": 20 + 60 * bump - 15 * sigmoid((step - 900) / 80) + rng.normal(),
         "llc/std": 2 + 3 * bump,
+        "llc/healthy": float(step % 7 != 3),  # some estimates fail a health check
         "hessian/top_1": 5 + 40 * np.exp(-((step - 420) / 60) ** 2) + 0.5 * rng.normal(),
         "hessian/trace": 300 + 900 * bump + 5 * rng.normal(),
     }

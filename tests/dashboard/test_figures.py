@@ -49,6 +49,13 @@ def test_traces_per_run_and_metric(two_runs):
     assert all(t["meta"][1].startswith("induction/previous_token/") for t in charts["previous_token"]["data"])
 
 
+def test_unhealthy_llc_estimates_have_hollow_markers(two_runs):
+    run0 = two_runs[0]
+    line = traces(build_charts(two_runs, PlotOptions())["llc"], "llc/mean", run0.run_id)[0]
+    hollow = [step for step, symbol in zip(line["x"], line["marker"]["symbol"]) if symbol == "circle-open"]
+    assert hollow == [step for step in line["x"] if step % 7 == 3] and hollow
+
+
 def test_stages_are_shaded_and_labelled(two_runs):
     fig = build_charts(two_runs[:1], PlotOptions())["llc"]
     shapes = fig["layout"]["shapes"]

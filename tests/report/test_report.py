@@ -48,6 +48,32 @@ def test_report_files_and_stages(run_with_llc):
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # opens offline
 
 
+def test_report_states_llc_settings_and_marks_unhealthy_estimates(run_with_llc, tmp_path):
+    import shutil
+
+    from devinterp.store.calibration import write_calibration
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_with_llc, run_dir, ignore=shutil.ignore_patterns("report"))
+    write_calibration(run_dir, "llc", "synthetic", {
+        "reference_step": 400, "localization": 100.0, "reason": "ε = 1/(8(nβ·h + γ)) with h = 5",
+        "problems": ["step size raised to fit burn-in"],
+        "settings": {"step_size": 2.5e-5, "batch_size": 16, "num_draws": 100, "num_burnin": 300, "nbeta": 147.7}})
+    steps = sorted(pd.read_json(run_dir / "checkpoints" / "index.json")["step"])
+    unhealthy = steps[3:6]
+    writer = MetricsWriter(run_dir, callback="llc", settings="health")
+    for step in steps:
+        writer.add(step, {"llc/healthy": float(step not in unhealthy), "llc/ess": 40.0 if step in unhealthy else 300.0})
+    writer.flush()
+    report = build_report(run_dir, loss="synthetic/loss")
+    notes = " ".join(report.notes)
+    assert "step_size=2.5e-05" in notes and "checkpoint step 400" in notes and "raised to fit burn-in" in notes
+    assert f"3 of {len(steps)} LLC estimates are not healthy" in notes and "ESS < 100 at 3" in notes
+    assert all(str(step) in notes for step in unhealthy)
+    assert "step_size=2.5e-05" in (run_dir / "report" / "index.html").read_text()
+    assert list(report.stages["type"]) == ["A", "B"]
+
+
 def test_report_without_llc_explains_why(tmp_path):
     overrides = ["steps=20", "checkpoints.log=4", "checkpoints.linear=4", "progress=false", "task.vocab_size=16",
                  "task.seq_len=16", "task.eval_size=8", "batch_size=4", "model.d_model=8", "model.n_heads=2",

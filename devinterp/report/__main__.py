@@ -1,0 +1,3 @@
+from devinterp.report.cli import main
+
+main()
