@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +19,10 @@ from tqdm.auto import tqdm
 
 from devinterp import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
-from devinterp.analysis.executors import ExecutorConfig, map_unordered
-from devinterp.config import InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
+from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
+from devinterp.analysis.progress import AnalysisProgress
+from devinterp.callbacks.progress import BAR_FORMAT
+from devinterp.config import ExecutorName, InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE
 from devinterp.store.atomic import atomic_write_json
@@ -76,10 +77,11 @@ def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> Call
     return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps)
 
 
-def analyze_checkpoint(job: CheckpointJob) -> tuple[int, dict[str, float]]:
-    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback)."""
+def analyze_checkpoint(job: CheckpointJob, announce=None) -> tuple[int, dict[str, float]]:
+    """Run a job's callbacks at its checkpoint; returns (step, seconds per callback).
+    `announce(callback, step)` is called before each callback (in-process executors only)."""
     runner = CallbackRunner(list(job.callbacks), load_run_data(job.run_dir), ResultStore(job.run_dir),
-                            list(job.checkpoint_steps), job.total_steps, completed=set())
+                            list(job.checkpoint_steps), job.total_steps, completed=set(), announce=announce)
     device = torch.device(job.device)
     runner.run(job.step, checkpoints.load(job.run_dir, job.step, device), device)
     return job.step, dict(runner.seconds)
@@ -104,17 +106,20 @@ def analyze(
     jobs = [CheckpointJob(run_dir, s, tuple(runner.pending(s)), device, tuple(runner.checkpoint_steps),
                           runner.total_steps) for s in todo]
     atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": "analysing", "step": 0, "updated": time.time()})
-    totals: dict[str, float] = defaultdict(float)
+    executor = executor or ExecutorConfig()
     failed_before = len(ResultStore(run_dir).failures())
     state = "failed"
     try:
-        with tqdm(total=len(jobs), desc="analyse", unit="ckpt", disable=not progress, dynamic_ncols=True) as bar:
-            for step, seconds in map_unordered(executor or ExecutorConfig(), analyze_checkpoint, jobs):
-                for name, value in seconds.items():
-                    totals[name] += value
-                bar.update(1)
+        with tqdm(total=len(jobs), desc="analyse", unit="ckpt", disable=not progress, dynamic_ncols=True,
+                  bar_format=BAR_FORMAT) as bar:
+            tracker = AnalysisProgress(bar, jobs, parallel_workers(executor, len(jobs)))
+            fn = functools.partial(analyze_checkpoint, announce=tracker.measuring) \
+                if executor.name == ExecutorName.local else analyze_checkpoint
+            for step, seconds in map_unordered(executor, fn, jobs):
+                tracker.done(step, seconds)
                 atomic_write_json(run_dir / ANALYSIS_STATUS_FILE,
                                   {"state": "analysing", "step": step, "updated": time.time()})
+        totals = tracker.costs.totals
         state = "finished"
     finally:
         atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": state, "step": max(todo, default=0),

@@ -5,7 +5,7 @@ import logging
 import time
 import traceback
 import warnings
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, derive_seed
+from devinterp.callbacks.progress import CostModel
 from devinterp.config import ConfigError
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
@@ -63,8 +64,11 @@ def build_callbacks(callbacks_cfg) -> list[Callback]:
 @dataclass
 class CallbackRunner:
     """Runs each callback at its due steps, skipping results already stored, and records the
-    seconds spent per callback. A callback that raises is logged and stored as a failure for
-    that (step, callback); the others, and training, go on."""
+    seconds spent per callback (`costs`: totals and means per call). A callback that raises
+    is logged and stored as a failure for that (step, callback); the others, and training, go on.
+
+    `announce(callback_name, step)`, if given, is called just before each callback runs (the
+    progress bar shows it)."""
 
     callbacks: list[Callback]
     data: RunData
@@ -72,11 +76,23 @@ class CallbackRunner:
     checkpoint_steps: list[int]
     total_steps: int
     completed: set[tuple[int, str, str]] | None = None  # results already stored; None: ask the store
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    announce: Callable[[str, int], None] | None = None
+    costs: CostModel = field(default_factory=CostModel)
 
     def __post_init__(self):
         self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
         self._done = self.store.completed() if self.completed is None else set(self.completed)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds spent per callback so far."""
+        return dict(self.costs.totals)
+
+    def remaining_calls(self, after_step: int) -> dict[str, int]:
+        """Calls still to run after `after_step`, per callback (for time-left estimates)."""
+        return {c.name: sum(1 for s in self._due[c.name]
+                            if s > after_step and (s, c.name, c.settings_hash) not in self._done)
+                for c in self.callbacks}
 
     def pending(self, step: int) -> list[Callback]:
         return [c for c in self.callbacks
@@ -95,6 +111,8 @@ class CallbackRunner:
             seed = derive_seed(self.data.seed, step, callback.name)
             ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
                                   device, seed, self.data.run_dir, self.data.initial_state)
+            if self.announce is not None:
+                self.announce(callback.name, step)
             started = time.perf_counter()
             try:
                 # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
@@ -113,7 +131,7 @@ class CallbackRunner:
                 log.exception("callback %s failed at step %d", callback.name, step)
                 self.store.write_failure(step, callback.name, callback.settings_hash, repr(e), traceback.format_exc())
             finally:
-                self.seconds[callback.name] += time.perf_counter() - started
+                self.costs.record(callback.name, time.perf_counter() - started)
             self._done.add((step, callback.name, callback.settings_hash))
         model.train(was_training)
         return merged
