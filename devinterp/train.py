@@ -12,6 +12,7 @@ A resumed run keeps the config stored in its run directory; only `device`, `prog
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from datetime import datetime
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import fail, override_key, preflight, split_argv
-from devinterp.config import ConfigError, TrainConfig, register_configs, validate_train_config
+from devinterp.config import AnalyzeMode, ConfigError, TrainConfig, register_configs, validate_train_config
 from devinterp.loggers import build_logger
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.run_dir import CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
@@ -35,7 +36,7 @@ PROG = "devinterp-train"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 OVERRIDES_FILE = "overrides.yaml"
 # Top-level keys a resumed run may take from the command line; the rest comes from the run dir.
-RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger"}
+RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger", "analyze", "follower_threads"}
 
 log = logging.getLogger("devinterp")
 register_configs()
@@ -126,25 +127,51 @@ def run(cfg: DictConfig, overrides: list[str]):
     setup_file_logging(run_dir)
     log.info("run directory %s", run_dir)
     logger = build_logger(train_cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), group=train_cfg.name)
+    follower = None
+    if train_cfg.analyze == AnalyzeMode.follow and callbacks:
+        follower = start_follower(train_cfg, run_dir, OmegaConf.to_container(cfg.callbacks, resolve=True))
+        callbacks = []
     try:
-        return train(train_cfg, run_dir, logger, callbacks)
+        result = train(train_cfg, run_dir, logger, callbacks)
     except BaseException:
         log.exception("training failed")
         write_status(run_dir, "failed", checkpoints.latest_step(run_dir) or 0)
         raise
     finally:
         logger.finish()
+    if follower is not None:
+        if train_cfg.progress:
+            print("training done; waiting for the follower to measure the last checkpoints", file=sys.stderr)
+        outcome = follower.wait()
+        result = dataclasses.replace(result, callback_seconds=outcome.get("seconds") or {},
+                                     follower_lag_seconds=outcome.get("lag_seconds"))
+    return result
+
+
+def start_follower(train_cfg: TrainConfig, run_dir: Path, callbacks_cfg: dict):
+    """`analyze=follow`: the callbacks go to a follower process (devinterp.analysis.follow) with
+    `follower_threads` torch threads (default half the cores); training keeps the other cores."""
+    import os
+
+    import torch
+
+    from devinterp.analysis.follow import Follower
+    from devinterp.training.trainer import resolve_device
+
+    cores = os.cpu_count() or 1
+    threads = train_cfg.follower_threads or max(1, cores // 2)
+    torch.set_num_threads(max(1, cores - threads))
+    log.info("analyze=follow: follower with %d threads, training with %d", threads, torch.get_num_threads())
+    return Follower(run_dir, callbacks_cfg, device=str(resolve_device(train_cfg.device)), threads=threads)
 
 
 def report(result) -> None:
-    from devinterp.summary import format_summary, summarize_run
+    from devinterp.summary import format_summary, format_time_split, summarize_run
 
     print(f"run directory: {result.run_dir}")
     print(format_summary(summarize_run(result.run_dir)))
-    rate = result.steps_trained / result.train_seconds if result.train_seconds else float("nan")
-    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
-    print(f"Time: training {result.train_seconds:.1f} s ({rate:.1f} steps/s)"
-          + (f"; callbacks: {split}." if split else "."))
+    print(format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds,
+                            follower_lag=result.follower_lag_seconds))
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
