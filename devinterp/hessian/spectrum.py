@@ -121,6 +121,8 @@ def hessian_spectrum(
     params: ParamSelector = None,
     seed: int = 0,
     tol: float = 1e-4,
+    bottom_tol: float | None = None,
+    guard: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> HessianResult:
@@ -131,9 +133,10 @@ def hessian_spectrum(
             (batch-size-weighted mean loss over the fixed batches, eval mode, model unmodified).
         top_k, bottom_k: how many largest / smallest eigenvalues, both from one Lanczos run with full
             reorthogonalisation of at most `lanczos_steps` steps, stopped early once every wanted
-            Ritz value has converged: estimated error <= tol * |value| for the top ones, <= tol * ||H||
-            for the bottom ones (`devinterp.hessian.lanczos.ExtremeEigenpairs`). A RuntimeWarning says
-            when they did not.
+            Ritz value has converged: estimated error <= tol * |value| for the top ones, <= bottom_tol *
+            ||H|| for the bottom ones (default bottom_tol = tol; `devinterp.hessian.lanczos.
+            ExtremeEigenpairs`), and `guard` more top values as well (against a missed eigenvalue; see
+            `extreme_eigenpairs`). A RuntimeWarning says when they did not.
         trace_probes: Hutchinson probes for tr(H), deflated by that run's Krylov basis (Hutch++
             with the Krylov space as sketch; see `devinterp.hessian.trace`). 0 skips the trace.
         density, density_probes: SLQ density with `density_probes` probes. The first probe is the start
@@ -157,7 +160,8 @@ def hessian_spectrum(
         top, bottom, run, steps, converged = _empty(), _empty(), None, 0, True
         if top_k or bottom_k:
             eig = extreme_eigenpairs(
-                op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, generator=eig_gen, warn=False
+                op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, bottom_tol=bottom_tol, guard=guard, generator=eig_gen,
+                warn=False,
             )
             top = Eigenvalues(eig.top, eig.top_residuals, eig.top_errors, eig.top_converged)
             bottom = Eigenvalues(eig.bottom, eig.bottom_residuals, eig.bottom_errors, eig.bottom_converged)

@@ -83,6 +83,13 @@ def test_error_estimates_and_the_stopping_rule():
                 top_error = [np.min(np.abs(exact - v)) / abs(v) for v in result.top]
                 bottom_error = [np.min(np.abs(exact - v)) / result.scale for v in result.bottom]
                 assert max(top_error + bottom_error) <= 2 * tol, (seed, tol, top_k)
+    # A looser tolerance for the bottom values alone stops no later, and still bounds their error.
+    strict = extreme_eigenpairs(op, 3, 1, max_steps=200, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    loose = extreme_eigenpairs(op, 3, 1, max_steps=200, tol=1e-6, bottom_tol=1e-2,
+                               generator=torch.Generator().manual_seed(0))
+    assert loose.converged and loose.run.steps <= strict.run.steps
+    assert np.min(np.abs(exact - loose.bottom[0])) <= 2e-2 * loose.scale
+    assert np.max(np.abs(loose.top - exact[::-1][:3]) / exact[::-1][:3]) <= 2e-6
     run = lanczos(op, random_unit_vector(op.dim, torch.Generator().manual_seed(0), torch.float64, op.device), 40)
     values, vectors = run.ritz()
     residuals = run.ritz_residuals(vectors)
@@ -182,3 +189,17 @@ def test_density_from_runs_of_different_lengths():
         for k in range(4):
             expected = float(v @ torch.linalg.matrix_power(h, k) @ v)
             assert np.isclose(np.sum(density.weights[i] * density.nodes[i] ** k), expected, rtol=1e-8)
+
+
+def test_guard_converges_one_more_top_value():
+    """guard=1: the stop also waits for the value below the top_k (error <= tol * |theta_k|)."""
+    spectrum = bulk_with_outliers(dim=150, seed=3)
+    op = MatrixOperator(matrix_with_spectrum(spectrum, seed=3))
+    kwargs = dict(max_steps=150, tol=1e-6, generator=None)
+    runs = {g: extreme_eigenpairs(op, 2, 1, guard=g, **{**kwargs, "generator": torch.Generator().manual_seed(1)})
+            for g in (0, 1)}
+    assert runs[1].run.steps >= runs[0].run.steps and runs[1].converged
+    values, vectors = runs[1].run.ritz()
+    errors = ritz_error_bounds(values, runs[1].run.ritz_residuals(vectors))[::-1]
+    assert errors[2] <= 1e-6 * abs(runs[1].top[1])
+    np.testing.assert_allclose(runs[1].top, np.sort(spectrum)[::-1][:2], rtol=1e-6)
