@@ -5,10 +5,11 @@
     devinterp-train experiment=markov_icl
     devinterp-train -m seed=0,1,2                    # one run directory per job
     devinterp-train resume=true run_dir=runs/induction/2026-11-23_16-00-00_seed0
+    devinterp-train callbacks=study analyze=follow   # callbacks in a follower process beside training
 
 Bad configuration exits with code 2 and one line naming the key and value; nothing is created.
-A resumed run keeps the config stored in its run directory; only `device`, `progress` and
-`logger` may be given anew.
+A resumed run keeps the config stored in its run directory; only `device`, `progress`, `logger`,
+`analyze` and `follower_threads` may be given anew.
 """
 from __future__ import annotations
 
