@@ -22,9 +22,8 @@ from devinterp.hessian.hvp import DEFAULT_HVP_METHOD, LossFn, hvp_operator
 from devinterp.hessian.lanczos import LanczosRun, convergence_shortfall, extreme_eigenpairs, lanczos, random_unit_vector
 from devinterp.hessian.trace import (
     TraceEstimate,
-    apply_to_rows,
+    deflated_samples,
     lanczos_relation_sample,
-    project_off,
     rademacher_probes,
     trace_from_samples,
 )
@@ -159,10 +158,8 @@ def hessian_spectrum(
     with torch.random.fork_rng(devices=fork_devices):
         top, bottom, run, steps, converged = _empty(), _empty(), None, 0, True
         if top_k or bottom_k:
-            eig = extreme_eigenpairs(
-                op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, bottom_tol=bottom_tol, guard=guard, generator=eig_gen,
-                warn=False,
-            )
+            eig = extreme_eigenpairs(op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, bottom_tol=bottom_tol,
+                                     guard=guard, generator=eig_gen, warn=False)
             top = Eigenvalues(eig.top, eig.top_residuals, eig.top_errors, eig.top_converged)
             bottom = Eigenvalues(eig.bottom, eig.bottom_residuals, eig.bottom_errors, eig.bottom_converged)
             run, steps, converged = eig.run, eig.run.steps, eig.converged
@@ -206,17 +203,16 @@ def _trace_and_density(
     shared = 0 if probes is None else min(extra, len(probes))
 
     samples: list[float] = []
-    for g in (probes[:shared] if shared else []):
+    for g in probes[:shared] if shared else ():
         recorder = _FirstProduct(op)
         density_runs.append(lanczos(recorder, g, steps, keep_basis=False))
         hg = recorder.first * g.norm()  # the run started from g / ||g||
-        samples.append(lanczos_relation_sample(g, hg, basis, *(() if run is None else (run.alphas, run.betas))))
+        samples.append(lanczos_relation_sample(g, hg, run))
     for _ in range(extra - shared):
         v0 = random_unit_vector(op.dim, density_gen, op.dtype, op.device)
         density_runs.append(lanczos(op, v0, steps, keep_basis=False))
     if probes is not None and len(probes) > shared:
-        projected = project_off(probes[shared:], basis)
-        samples += (projected * apply_to_rows(op, projected)).sum(dim=1).tolist()
+        samples += deflated_samples(op, probes[shared:], basis)
 
     trace = trace_stderr = None
     if trace_probes:

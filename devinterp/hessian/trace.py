@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from devinterp.hessian.lanczos import random_unit_vector
+from devinterp.hessian.lanczos import LanczosRun, random_unit_vector
 from devinterp.hessian.linear_operator import SymmetricOperator
 
 
@@ -86,16 +86,15 @@ def tridiagonal_form(alphas: np.ndarray, betas: np.ndarray, c: np.ndarray) -> fl
     return float(np.sum(alphas * c**2) + 2 * np.sum(betas[:-1] * c[:-1] * c[1:]))
 
 
-def lanczos_relation_sample(g: torch.Tensor, hg: torch.Tensor, basis: torch.Tensor | None,
-                            alphas: np.ndarray | None = None, betas: np.ndarray | None = None) -> float:
-    """(P g)^T H (P g) from H g, with P the projector off the rows of the Lanczos basis `basis`
-    whose coefficients are `alphas`, `betas` (see the module docstring); g^T H g without a basis."""
+def lanczos_relation_sample(g: torch.Tensor, hg: torch.Tensor, run: LanczosRun | None) -> float:
+    """(P g)^T H (P g) from H g, with P the projector off the basis of the Lanczos run `run` (kept
+    basis; see the module docstring); g^T H g when `run` is None."""
     g, hg = g.double(), hg.double()  # the terms cancel: keep round-off far below the Hutchinson noise
-    if basis is None:
+    if run is None:
         return float(g @ hg)
-    basis = basis.double()
+    basis = run.basis.double()
     c, c_h = basis @ g, basis @ hg
-    return float(g @ hg) - 2 * float(c @ c_h) + tridiagonal_form(alphas, betas, c.cpu().numpy())
+    return float(g @ hg) - 2 * float(c @ c_h) + tridiagonal_form(run.alphas, run.betas, c.cpu().numpy())
 
 
 def trace_from_samples(samples: list[float], basis_trace: float, rank: int) -> TraceEstimate:
@@ -121,9 +120,15 @@ def deflated_hutchinson(
     rank = 0 if basis is None else basis.shape[0]
     if rank >= op.dim:
         return TraceEstimate(float(basis_trace), 0.0, 0, rank)
-    projected = project_off(rademacher_probes(num_probes, generator, op), basis)
-    products = apply_to_rows(op, projected)
-    return trace_from_samples((projected * products).sum(dim=1).tolist(), basis_trace, rank)
+    return trace_from_samples(deflated_samples(op, rademacher_probes(num_probes, generator, op), basis),
+                              basis_trace, rank)
+
+
+def deflated_samples(op: SymmetricOperator, probes: torch.Tensor, basis: torch.Tensor | None) -> list[float]:
+    """The Hutchinson terms (P g)^T H (P g) of the rows g of `probes`, P the projector off the rows of
+    `basis` (None: no projection); one product per probe, in one batched call when possible."""
+    projected = project_off(probes, basis)
+    return (projected * apply_to_rows(op, projected)).sum(dim=1).tolist()
 
 
 def hutchpp(op: SymmetricOperator, num_matvecs: int, generator: torch.Generator) -> TraceEstimate:

@@ -168,7 +168,7 @@ def test_lanczos_relation_sample_equals_the_projected_quadratic_form():
         for row in g:
             direct = project_off(row[None], basis)[0]
             expected = float(direct @ op.matrix @ direct)
-            got = lanczos_relation_sample(row, op.matrix @ row, basis, eig.run.alphas, eig.run.betas)
+            got = lanczos_relation_sample(row, op.matrix @ row, eig.run)
             assert got == pytest.approx(expected, rel=1e-9, abs=1e-9 * float(np.abs(spectrum).sum()))
         assert lanczos_relation_sample(g[0], op.matrix @ g[0], None) == pytest.approx(float(g[0] @ op.matrix @ g[0]))
 
