@@ -87,6 +87,31 @@ def test_follower_measures_checkpoints_as_they_land_with_the_live_numbers(runs, 
     assert again.outcome == FINISHED and again.steps_analysed == []
 
 
+def test_dashboard_shows_the_run_analysing_while_the_follower_catches_up(runs, tmp_path):
+    """Training finished with checkpoints still to measure: the run's badge is "analysing"."""
+    from devinterp.callbacks.base import Callback, CallbackOutput
+    from devinterp.dashboard.data import load_status
+
+    class BadgeCallback(Callback):
+        name = "badge"
+        seen = []
+
+        def on_checkpoint(self, ctx):
+            self.seen.append(load_status(run_dir, time.time(), stale_after=600).badge)
+            return CallbackOutput({"badge/seen": 1.0})
+
+    _, bare = runs
+    run_dir = tmp_path / "run"
+    shutil.copytree(bare, run_dir)
+    trainer = FakeTrainer(run_dir, land=[])
+    write_status(run_dir, "finished", 20)  # everything landed at once, training over
+    for step in trainer.steps:
+        (trainer.hidden / step_dirname(step)).rename(checkpoints_dir(run_dir) / step_dirname(step))
+    result = follow_run(run_dir, [BadgeCallback()], poll_seconds=0, progress=False, sleep=trainer.sleep)
+    assert result.outcome == FINISHED and BadgeCallback.seen == ["analysing"] * len(trainer.steps)
+    assert load_status(run_dir, time.time(), stale_after=600).badge == "finished"
+
+
 def test_follower_stops_when_training_failed_or_the_trainer_fell_silent(runs, tmp_path):
     _, bare = runs
     run_dir = tmp_path / "failed"
