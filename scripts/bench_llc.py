@@ -11,7 +11,8 @@ at identical settings (nβ, ε, γ, chains, draws, batch, same weights and data)
   creates the venv on first use (torch==2.13.0 first, then `pip install devinterp==2.0.1`);
 - the ratios ours / floor (target <= 1.15) and ours / anchor (target <= 0.6). Each process times its own
   floor, and the anchor ratio is taken as (ours / our floor) / (anchor / its floor), so that a machine
-  shared with other jobs, which slows one process more than the other, does not skew it.
+  shared with other jobs, which slows one process more than the other, does not skew it. Every floor is
+  the mean of one timed before and one after the estimate.
 
 Usage: python scripts/bench_llc.py [--n 4096] [--batch-size 32] [--chains 4] [--draws 100]
        [--threads N] [--anchor-venv /tmp/devinterp-2.0.1-venv] [--no-anchor] [--json out.json]
@@ -72,7 +73,7 @@ g = torch.Generator().manual_seed(1)
 batches = [tokens[torch.randint(0, len(tokens), (settings["batch_size"],), generator=g)]
            for _ in range(settings["chains"] * settings["draws"])]
 floor_seconds(batches[:5])
-floor = floor_seconds(batches)
+floor_before = floor_seconds(batches)
 dataset = Dataset.from_dict({"input_ids": tokens.tolist()}).with_format("torch")
 with warnings.catch_warnings(), tempfile.TemporaryDirectory() as out:
     warnings.simplefilter("ignore")
@@ -83,6 +84,7 @@ with warnings.catch_warnings(), tempfile.TemporaryDirectory() as out:
                  num_init_loss_batches=settings["init_loss_batches"],
                  output_path=str(Path(out) / "samples.zarr"))
     seconds = time.perf_counter() - start
+floor = (floor_before + floor_seconds(batches)) / 2
 import importlib.metadata
 print(json.dumps({"version": importlib.metadata.version("devinterp"),
                   "seconds": seconds, "floor": floor, "llc_mean": float(result.llc_mean),
@@ -167,7 +169,7 @@ def main() -> None:
     batches = [tokens[torch.randint(0, args.n, (args.batch_size,), generator=g)]
                for _ in range(args.chains * args.draws)]
     floor_seconds(model, batches[:5])  # warm-up
-    floor = floor_seconds(model, batches)
+    floor_before = floor_seconds(model, batches)
 
     problem = FunctionalProblem(model, loss_fn, None, None)
     start = time.perf_counter()
@@ -179,9 +181,14 @@ def main() -> None:
                           step_size=args.step_size, localization=args.localization, nbeta=nbeta,
                           batch_size=args.batch_size, seed=0)
     ours = time.perf_counter() - start
-    report = {"floor": floor, "ours": ours, "init_pass": init_pass, "ours_over_floor": ours / floor,
+    # The floor is timed before and after and averaged, so that a load change on a shared machine during
+    # the run shows up in both (the spread of the two is printed).
+    floor_after = floor_seconds(model, batches)
+    floor = (floor_before + floor_after) / 2
+    report = {"floor": floor, "floor_before": floor_before, "floor_after": floor_after, "ours": ours, "init_pass": init_pass, "ours_over_floor": ours / floor,
               "llc_mean": result.mean, "llc_std": result.std, "load_start": os.getloadavg()[0]}
-    print(f"floor ({args.chains * args.draws} forward+backward):  {floor:7.2f} s")
+    print(f"floor ({args.chains * args.draws} forward+backward):  {floor:7.2f} s   (before / after the estimate: "
+          f"{floor_before:.2f} / {floor_after:.2f} s)")
     print(f"estimate_llc end to end:              {ours:7.2f} s   = {ours / floor:.2f}x floor (target <= 1.15); "
           f"llc {result.mean:.2f} ± {result.std:.2f}")
     print(f"  of which the L_n(w*) pass (alone):  {init_pass:7.2f} s   = {init_pass / floor:.2f}x floor "
