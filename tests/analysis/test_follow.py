@@ -170,7 +170,10 @@ def test_training_with_a_follower_process_gives_the_live_numbers(runs, tmp_path,
     result = run(compose_train_config([*BASE, "callbacks=[loss,weights]", "analyze=follow",
                                        f"run_dir={tmp_path / 'followed'}"]), [])
     assert set(result.callback_seconds) == {"loss", "weights"} and result.follower_lag_seconds is not None
-    pd.testing.assert_frame_equal(callback_rows(result.run_dir), callback_rows(live), check_exact=False, rtol=1e-6)
+    # The follower runs with its own torch thread count: float32 sums in another order (icl scores are
+    # differences of losses, so compare absolutely too).
+    pd.testing.assert_frame_equal(callback_rows(result.run_dir), callback_rows(live), check_exact=False, rtol=1e-5,
+                                  atol=1e-5)
     assert (result.run_dir / "follow.log").is_file()
     report(result)
     assert "in a follower process" in capsys.readouterr().out
