@@ -105,6 +105,10 @@ def follow_run(
     bar = tqdm(total=len([s for s in planner.pending_steps() if s in scheduled]), desc="follow", unit="ckpt",
                disable=not progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
     last_step = None
+
+    def announce(callback: str, step: int) -> None:
+        bar.set_description_str(measuring_label(callback, step))
+
     _write_status(run_dir, "analysing", None)
     try:
         while True:
@@ -118,8 +122,7 @@ def follow_run(
             if ready:
                 if runner is None:
                     runner = CallbackRunner(list(callbacks), load_run_data(run_dir), store, schedule,
-                                            int(config["steps"]), announce=lambda name, step: bar.set_description_str(
-                                                measuring_label(name, step)))
+                                            int(config["steps"]), announce=announce)
                 last_step = ready[0]
                 runner.run(last_step, checkpoints.load(run_dir, last_step, torch_device), torch_device)
                 result.steps_analysed.append(last_step)
