@@ -5,12 +5,16 @@
     devinterp-analyze run_dir=... callbacks.induction.num_sequences=128   # new settings: new entries
     devinterp-analyze run_dir=... executor=process                   # this machine's cores
     devinterp-analyze run_dir=... executor=ray executor.address=auto # an existing Ray cluster
+    devinterp-analyze run_dir=... follow=true callbacks=study        # beside a running training run
 
 Re-running skips (checkpoint, callback, settings) results already stored. Prints the time split
 per callback at the end. Exit codes: 0 when everything asked for is stored; 1 when some callback
 runs failed (a damaged checkpoint, a callback that raised): the last line gives their count and
 where they are recorded (`<run_dir>/failures/`), and re-running retries them; 2 for bad
-configuration (one line naming the key, before any work starts).
+configuration (one line naming the key, before any work starts). With follow=true it
+measures each checkpoint as it lands and exits when the run is finished and everything is stored
+(code 0), or, with code 1 and a message, when training failed or the trainer fell silent for
+stale_after seconds (see devinterp.analysis.follow).
 """
 from __future__ import annotations
 
@@ -39,8 +43,10 @@ def check_analyze_config(cfg: DictConfig) -> None:
     run_dir = Path(analyze_cfg.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
+    if analyze_cfg.follow:
+        check_follow_config(analyze_cfg)
     available = [info.step for info in checkpoints.list_checkpoints(run_dir)]
-    if not available:
+    if not available and not analyze_cfg.follow:
         raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: the run has no complete checkpoint yet")
     missing = sorted(set(analyze_cfg.steps or []) - set(available))
     if missing:
@@ -54,10 +60,48 @@ def check_analyze_config(cfg: DictConfig) -> None:
         raise ConfigError("callbacks: none selected")
 
 
-def run_analysis(cfg: DictConfig):
-    from devinterp.analysis import analyze
+def check_follow_config(analyze_cfg: AnalyzeConfig) -> None:
+    if analyze_cfg.executor.name != ExecutorName.local:
+        raise ConfigError(f"executor={analyze_cfg.executor.name.value}: follow=true measures one checkpoint at a "
+                          f"time as it lands, in this process (executor=local)")
+    if analyze_cfg.steps is not None:
+        raise ConfigError("steps: follow=true measures every due checkpoint; steps= is for a one-off analysis")
+    for key in ("poll_seconds", "stale_after"):
+        if not getattr(analyze_cfg, key) > 0:
+            raise ConfigError(f"{key}={getattr(analyze_cfg, key)!r}: must be positive")
+
+
+def run_follower(cfg: DictConfig):
+    """`follow=true`: measure checkpoints as they land; exits with the follower's code."""
+    from devinterp.analysis.follow import follow_run
+
+    analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
+    callbacks = build_callbacks(cfg.callbacks)
+    result = follow_run(Path(analyze_cfg.run_dir), callbacks, device=str(resolve_device(analyze_cfg.device)),
+                        poll_seconds=analyze_cfg.poll_seconds, stale_after=analyze_cfg.stale_after,
+                        progress=analyze_cfg.progress)
+    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(result.callback_seconds.items()))
+    print(result.message + (f" (callbacks: {split})" if split else ""),
+          file=sys.stdout if result.exit_code == 0 else sys.stderr)
+    _log_to_logger(analyze_cfg, result.run_dir, result.steps_analysed, callbacks)
+    return result
+
+
+def _log_to_logger(analyze_cfg: AnalyzeConfig, run_dir: Path, steps: list[int], callbacks) -> None:
     from devinterp.analysis.posthoc import log_results, run_config
     from devinterp.loggers import build_logger
+
+    if not steps:
+        return
+    logger = build_logger(analyze_cfg.logger, run_dir, None, group=run_config(run_dir)["name"])
+    try:
+        log_results(logger, run_dir, steps, callbacks)
+    finally:
+        logger.finish()
+
+
+def run_analysis(cfg: DictConfig):
+    from devinterp.analysis import analyze
 
     analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
     callbacks = build_callbacks(cfg.callbacks)
@@ -72,12 +116,7 @@ def run_analysis(cfg: DictConfig):
     split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(result.callback_seconds.items()))
     print(f"analysed {len(result.steps_analysed)} checkpoints of {result.run_dir} in {result.seconds:.1f} s"
           + (f" (callbacks: {split})" if split else " (nothing left to do)"))
-    if result.steps_analysed:
-        logger = build_logger(analyze_cfg.logger, result.run_dir, None, group=run_config(result.run_dir)["name"])
-        try:
-            log_results(logger, result.run_dir, result.steps_analysed, callbacks)
-        finally:
-            logger.finish()
+    _log_to_logger(analyze_cfg, result.run_dir, result.steps_analysed, callbacks)
     if result.failures:
         print(failure_summary(result), file=sys.stderr)
     return result
@@ -98,6 +137,8 @@ def failure_summary(result) -> str:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="analyze", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> None:
+    if cfg.follow:
+        sys.exit(run_follower(cfg).exit_code)
     result = run_analysis(cfg)
     if result.failures:
         raise SystemExit(EXIT_FAILURES)

@@ -147,6 +147,11 @@ class LoggerConfig:
 
 
 # ----------------------------------------------------------------------------- train.yaml
+class AnalyzeMode(str, Enum):
+    live = "live"  # the callbacks run inside the training loop, at their steps
+    follow = "follow"  # a follower process measures each checkpoint as it lands (devinterp.analysis.follow)
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
@@ -167,6 +172,8 @@ class TrainConfig:
     resume: bool = False  # continue run_dir from its last complete checkpoint
     log_every: int = 5  # record train/loss every this many steps
     progress: bool = True  # progress bar on stderr
+    analyze: AnalyzeMode = AnalyzeMode.live  # where the callbacks run: in the loop, or in a follower process
+    follower_threads: Optional[int] = None  # analyze=follow: torch threads of the follower (default: half the cores)
 
 
 # ----------------------------------------------------------------------------- executor/ (analyze)
@@ -195,6 +202,9 @@ class AnalyzeConfig:
     steps: Optional[List[int]] = None  # only these checkpoint steps (default: every due one)
     device: Device = Device.auto
     progress: bool = True
+    follow: bool = False  # measure checkpoints as they land until the run is finished (devinterp.analysis.follow)
+    poll_seconds: float = 2.0  # follow: seconds between looks at the run directory
+    stale_after: float = 600.0  # follow: give up when the trainer's status is this many seconds old
 
 
 # ----------------------------------------------------------------------------- report.yaml
@@ -247,6 +257,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
     _require(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be positive")
     _require(cfg.log_every > 0, "log_every", cfg.log_every, "must be positive")
     _require(cfg.train_sample_size > 0, "train_sample_size", cfg.train_sample_size, "must be positive")
+    _require(cfg.follower_threads is None or cfg.follower_threads > 0, "follower_threads", cfg.follower_threads,
+             "must be positive or null")
     for key in ("log", "linear"):
         count = getattr(cfg.checkpoints, key)
         _require(count >= 0, f"checkpoints.{key}", count, "must be >= 0")

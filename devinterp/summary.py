@@ -94,3 +94,25 @@ def format_summary(s: RunSummary) -> str:
     return " ".join(parts)
 
 
+def format_time_split(train_seconds: float, steps_trained: int, callback_seconds: dict[str, float],
+                      follower_lag: float | None = None) -> str:
+    """The time split: training (optimizer steps only) and each callback, with callback seconds as
+    multiples of the training seconds ("x training"), the monitor's overhead ratio.
+
+    With a follower (`follower_lag` given) the callbacks ran in another process beside training, so
+    they did not add to its time; the lag is how long after training the follower was done."""
+    rate = steps_trained / train_seconds if train_seconds else float("nan")
+    line = f"Time: training {train_seconds:.1f} s ({rate:.1f} steps/s)"
+    if not callback_seconds:
+        return line + "."
+
+    def ratio(seconds: float) -> str:
+        return f"{seconds / train_seconds:.2f}x" if train_seconds else "n/a"
+
+    total = sum(callback_seconds.values())
+    parts = ", ".join(f"{name} {seconds:.1f} s ({ratio(seconds)})" for name, seconds in callback_seconds.items())
+    where = " in a follower process beside training" if follower_lag is not None else ""
+    line += f"; callbacks{where} {total:.1f} s = {ratio(total)} training: {parts}."
+    if follower_lag is not None:
+        line += f" The follower was done {follower_lag:.1f} s after training."
+    return line

@@ -5,15 +5,17 @@
     devinterp-train experiment=markov_icl
     devinterp-train -m seed=0,1,2                    # one run directory per job
     devinterp-train resume=true run_dir=runs/induction/2026-11-23_16-00-00_seed0
+    devinterp-train callbacks=study analyze=follow   # callbacks in a follower process beside training
 
 Bad configuration exits with code 2 and one line naming the key and value; nothing is created.
 A failed write (a full disk, a read-only directory) exits with code 1 and one line naming the
 file; the run can be resumed once the cause is fixed.
-A resumed run keeps the config stored in its run directory; only `device`, `progress` and
-`logger` may be given anew.
+A resumed run keeps the config stored in its run directory; only `device`, `progress`, `logger`,
+`analyze` and `follower_threads` may be given anew.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from datetime import datetime
@@ -28,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import fail, override_key, preflight, split_argv
-from devinterp.config import ConfigError, TrainConfig, register_configs, validate_train_config
+from devinterp.config import AnalyzeMode, ConfigError, TrainConfig, register_configs, validate_train_config
 from devinterp.loggers import build_logger
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.results import ResultStore
@@ -39,7 +41,7 @@ EXIT_FAILED = 1
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 OVERRIDES_FILE = "overrides.yaml"
 # Top-level keys a resumed run may take from the command line; the rest comes from the run dir.
-RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger"}
+RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger", "analyze", "follower_threads"}
 
 log = logging.getLogger("devinterp")
 register_configs()
@@ -140,8 +142,15 @@ def run(cfg: DictConfig, overrides: list[str]):
     setup_file_logging(run_dir)
     log.info("run directory %s", run_dir)
     logger = build_logger(train_cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), group=train_cfg.name)
+    import torch
+
+    follower = None
+    threads = torch.get_num_threads()  # start_follower gives training fewer; restored when it ends
+    if train_cfg.analyze == AnalyzeMode.follow and callbacks:
+        follower = start_follower(train_cfg, run_dir, OmegaConf.to_container(cfg.callbacks, resolve=True))
+        callbacks = []
     try:
-        return train(train_cfg, run_dir, logger, callbacks)
+        result = train(train_cfg, run_dir, logger, callbacks)
     except BaseException:
         log.exception("training failed")
         try:
@@ -152,6 +161,14 @@ def run(cfg: DictConfig, overrides: list[str]):
     finally:
         logger.finish()
         stop_file_logging()
+        torch.set_num_threads(threads)
+    if follower is not None:
+        if train_cfg.progress:
+            print("training done; waiting for the follower to measure the last checkpoints", file=sys.stderr)
+        outcome = follower.wait()
+        result = dataclasses.replace(result, callback_seconds=outcome.get("seconds") or {},
+                                     follower_lag_seconds=outcome.get("lag_seconds"))
+    return result
 
 
 def run_or_exit(cfg: DictConfig, overrides: list[str]):
@@ -163,15 +180,30 @@ def run_or_exit(cfg: DictConfig, overrides: list[str]):
         raise SystemExit(EXIT_FAILED) from None
 
 
+def start_follower(train_cfg: TrainConfig, run_dir: Path, callbacks_cfg: dict):
+    """`analyze=follow`: the callbacks go to a follower process (devinterp.analysis.follow) with
+    `follower_threads` torch threads (default half the cores); training keeps the other cores."""
+    import os
+
+    import torch
+
+    from devinterp.analysis.follow import Follower
+    from devinterp.training.trainer import resolve_device
+
+    cores = os.cpu_count() or 1
+    threads = train_cfg.follower_threads or max(1, cores // 2)
+    torch.set_num_threads(max(1, cores - threads))
+    log.info("analyze=follow: follower with %d threads, training with %d", threads, torch.get_num_threads())
+    return Follower(run_dir, callbacks_cfg, device=str(resolve_device(train_cfg.device)), threads=threads)
+
+
 def report(result) -> None:
-    from devinterp.summary import format_summary, summarize_run
+    from devinterp.summary import format_summary, format_time_split, summarize_run
 
     print(f"run directory: {result.run_dir}")
     print(format_summary(summarize_run(result.run_dir)))
-    rate = result.steps_trained / result.train_seconds if result.train_seconds else float("nan")
-    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.callback_seconds.items())
-    print(f"Time: training {result.train_seconds:.1f} s ({rate:.1f} steps/s)"
-          + (f"; callbacks: {split}." if split else "."))
+    print(format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds,
+                            follower_lag=result.follower_lag_seconds))
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

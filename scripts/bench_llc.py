@@ -1,110 +1,219 @@
-"""Benchmark the LLC estimator on the default 2-layer attention-only transformer at batch 32.
+"""Benchmark `estimate_llc` end to end against its floor and against devinterp 2.0.1 (the anchor).
 
-Prints, per device (CPU, and CUDA when available):
-- floor: one plain forward+backward of the model at the batch size (autograd, `loss.backward()`);
-- chain-step: wall time of one vectorized SGLD step divided by the number of chains;
-- their ratio (target <= 1.15);
-- total wall time of `estimate_llc` with 4 chains x 200 draws (including the L_n(w*) pass);
-- on CUDA also: the time of one step of 8 chains against one of 2 chains (target: about 1x).
+On the default 2-layer attention-only transformer (~46k parameters), random-token data of n sequences,
+at identical settings (nβ, ε, γ, chains, draws, batch, same weights and data), it prints:
 
-Usage: python scripts/bench_llc.py [--n 1024] [--batch-size 32] [--repeats 30] [--threads N]
+- floor: chains x draws plain forward+backward passes at the batch size (autograd `loss.backward()`,
+  a fresh minibatch each), the least any SGLD estimate at these settings must spend;
+- ours: wall time of `estimate_llc` (including its L_n(w*) pass, timed also on its own);
+- anchor: wall time of devinterp 2.0.1's `devinterp.slt.llc.llc(...)` (no observables), run in a
+  subprocess of a separate venv because that package has our import name `devinterp`; the script
+  creates the venv on first use (torch==2.13.0 first, then `pip install devinterp==2.0.1`);
+- the ratios ours / floor (target <= 1.15) and ours / anchor (target <= 0.6). Each process times its own
+  floor, and the anchor ratio is taken as (ours / our floor) / (anchor / its floor), so that a machine
+  shared with other jobs, which slows one process more than the other, does not skew it. Every floor is
+  the mean of one timed before and one after the estimate.
+
+Usage: python scripts/bench_llc.py [--n 4096] [--batch-size 32] [--chains 4] [--draws 100]
+       [--threads N] [--anchor-venv /tmp/devinterp-2.0.1-venv] [--no-anchor] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
 
+from devinterp.models import attention_only
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
 from devinterp.slt import default_nbeta, estimate_llc
-from devinterp.slt.sampler import FunctionalProblem, run_chains
+from devinterp.slt.sampler import FunctionalProblem
+
+ANCHOR_VERSION = "2.0.1"
+TORCH_SPEC = "torch==2.13.0"
+# devinterp 2.0.1's default: L_n(w*) from this many batches per chain (forward only, no grad).
+ANCHOR_INIT_LOSS_BATCHES = 32
+
+# Runs inside the anchor venv: argv[1] = a directory with model.pt, tokens.pt, settings.json.
+# Our model class is loaded from its source file (it imports only torch and transformers).
+ANCHOR_SCRIPT = r'''
+import importlib.util, json, sys, tempfile, time, warnings
+from pathlib import Path
+import torch
+work = Path(sys.argv[1])
+settings = json.loads((work / "settings.json").read_text())
+if settings["threads"]:
+    torch.set_num_threads(settings["threads"])
+spec = importlib.util.spec_from_file_location("attn_only_model", settings["model_source"])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.AttnOnlyTransformer(module.AttnOnlyConfig(**settings["model_config"]))
+model.load_state_dict(torch.load(work / "model.pt"))
+tokens = torch.load(work / "tokens.pt")
+from datasets import Dataset
+from devinterp.slt.llc import llc
+
+def floor_seconds(batches):
+    start = time.perf_counter()
+    for x in batches:
+        model.zero_grad(set_to_none=True)
+        model(x, labels=x).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+g = torch.Generator().manual_seed(1)
+batches = [tokens[torch.randint(0, len(tokens), (settings["batch_size"],), generator=g)]
+           for _ in range(settings["chains"] * settings["draws"])]
+floor_seconds(batches[:5])
+floor_before = floor_seconds(batches)
+dataset = Dataset.from_dict({"input_ids": tokens.tolist()}).with_format("torch")
+with warnings.catch_warnings(), tempfile.TemporaryDirectory() as out:
+    warnings.simplefilter("ignore")
+    start = time.perf_counter()
+    result = llc(model, dataset, {}, lr=settings["step_size"], n_beta=settings["nbeta"],
+                 localization=settings["localization"], num_chains=settings["chains"],
+                 num_draws=settings["draws"], batch_size=settings["batch_size"], device="cpu",
+                 num_init_loss_batches=settings["init_loss_batches"],
+                 output_path=str(Path(out) / "samples.zarr"))
+    seconds = time.perf_counter() - start
+floor = (floor_before + floor_seconds(batches)) / 2
+import importlib.metadata
+print(json.dumps({"version": importlib.metadata.version("devinterp"),
+                  "seconds": seconds, "floor": floor, "llc_mean": float(result.llc_mean),
+                  "llc_std": float(result.llc_std), "init_loss": float(result.init_loss),
+                  "num_init_loss_batches": settings["init_loss_batches"], "threads": torch.get_num_threads()}))
+'''
 
 
 def loss_fn(model, batch):
     return model(batch[0], labels=batch[0]).loss
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_forward_backward(model, batch, device, repeats: int) -> float:
-    """Seconds per plain forward+backward at this batch (median of `repeats`)."""
-    times = []
-    for i in range(repeats + 3):
-        _sync(device)
-        start = time.perf_counter()
+def floor_seconds(model, batches) -> float:
+    """Plain forward+backward over `batches` (one autograd step each), in seconds."""
+    start = time.perf_counter()
+    for x in batches:
         model.zero_grad(set_to_none=True)
-        loss_fn(model, batch).backward()
-        _sync(device)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        loss_fn(model, (x,)).backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
 
 
-def time_chain_steps(model, data, device, num_chains: int, batch_size: int, steps: int) -> float:
-    """Seconds per SGLD step of `num_chains` vectorized chains (after a short warm-up)."""
-    problem = FunctionalProblem(model, loss_fn, None, device)
-    common = dict(
-        step_size=1e-3, nbeta=default_nbeta(len(data)), localization=100.0, init_loss=float("inf"),
-        batch_size=batch_size, sampler="sgld", seed=0,
-    )
-    run_chains(problem, data, num_chains=num_chains, num_steps=3, **common)
-    _sync(device)
-    start = time.perf_counter()
-    run_chains(problem, data, num_chains=num_chains, num_steps=steps, **common)
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+def ensure_anchor_venv(venv: Path) -> Path:
+    """The anchor venv's python, creating the venv (torch first, then devinterp 2.0.1) if needed."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", f"import importlib.metadata as m; assert m.version('devinterp') == '{ANCHOR_VERSION}'"]
+    # (run outside this checkout: a devinterp*.egg-info in the working directory would answer instead)
+    if python.exists() and subprocess.run(check, capture_output=True, cwd=tempfile.gettempdir()).returncode == 0:
+        return python
+    print(f"creating {venv} with devinterp=={ANCHOR_VERSION} (once; a few minutes)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", TORCH_SPEC], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"devinterp=={ANCHOR_VERSION}"], check=True)
+    return python
 
 
-def bench(device: torch.device, n: int, batch_size: int, repeats: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AttnOnlyTransformer(AttnOnlyConfig()).to(device)
-    data = TensorDataset(torch.randint(0, 64, (n, 64), generator=gen))
-    batch = (data.tensors[0][:batch_size].to(device),)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"\n== {device} | attention-only transformer, {params} params | batch {batch_size}, n {n} ==")
-
-    floor = time_forward_backward(model, batch, device, repeats)
-    step4 = time_chain_steps(model, data, device, 4, batch_size, repeats)
-    chain_step = step4 / 4
-    print(f"plain forward+backward (floor):   {floor * 1e3:8.2f} ms")
-    print(f"SGLD step, 4 chains vectorized:   {step4 * 1e3:8.2f} ms")
-    print(f"SGLD time per chain-step:         {chain_step * 1e3:8.2f} ms")
-    print(f"ratio chain-step / floor:         {chain_step / floor:8.2f}  (target <= 1.15)")
-
-    start = time.perf_counter()
-    result = estimate_llc(model, loss_fn, data, num_chains=4, num_draws=200, batch_size=batch_size, device=device)
-    _sync(device)
-    wall = time.perf_counter() - start
-    print(f"estimate_llc 4 chains x 200 draws: {wall:7.2f} s   (llc = {result.mean:.2f} ± {result.std:.2f}, "
-          f"vectorized = {result.diagnostics['vectorized']})")
-
-    if device.type == "cuda":
-        step2 = time_chain_steps(model, data, device, 2, batch_size, repeats)
-        step8 = time_chain_steps(model, data, device, 8, batch_size, repeats)
-        print(f"SGLD step, 2 chains:              {step2 * 1e3:8.2f} ms")
-        print(f"SGLD step, 8 chains:              {step8 * 1e3:8.2f} ms   (8 / 2 chains: {step8 / step2:.2f}x)")
+def run_anchor(python: Path, model, tokens, settings: dict) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        torch.save(model.state_dict(), work / "model.pt")
+        torch.save(tokens, work / "tokens.pt")
+        (work / "settings.json").write_text(json.dumps(settings))
+        (work / "anchor.py").write_text(ANCHOR_SCRIPT)
+        env = {**os.environ, "PYTHONPATH": ""}  # never our package
+        done = subprocess.run([str(python), str(work / "anchor.py"), str(work)], capture_output=True, text=True,
+                              env=env, cwd=work)
+        if done.returncode != 0:
+            raise RuntimeError(f"anchor run failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1024, help="dataset size (random token sequences)")
+    parser.add_argument("--n", type=int, default=4096, help="dataset size (random token sequences)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the CPU run")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--step-size", type=float, default=1e-3)
+    parser.add_argument("--localization", type=float, default=100.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, in both processes")
+    parser.add_argument("--anchor-venv", type=Path, default=Path(tempfile.gettempdir()) / "devinterp-2.0.1-venv")
+    parser.add_argument("--no-anchor", action="store_true", help="skip devinterp 2.0.1")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    bench(torch.device("cpu"), args.n, args.batch_size, args.repeats)
-    if torch.cuda.is_available():
-        bench(torch.device("cuda"), args.n, args.batch_size, args.repeats)
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = AttnOnlyConfig()
+        model = AttnOnlyTransformer(config)
+    tokens = torch.randint(0, config.vocab_size, (args.n, config.n_ctx), generator=gen)
+    data = TensorDataset(tokens)
+    nbeta = default_nbeta(args.n)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads | attention-only transformer, {params} "
+          f"params | n={args.n}, batch {args.batch_size}, {args.chains} chains x {args.draws} draws, "
+          f"eps={args.step_size:g}, gamma={args.localization:g}, nbeta={nbeta:.1f} | load {os.getloadavg()[0]:.1f}")
+
+    g = torch.Generator().manual_seed(1)
+    batches = [tokens[torch.randint(0, args.n, (args.batch_size,), generator=g)]
+               for _ in range(args.chains * args.draws)]
+    floor_seconds(model, batches[:5])  # warm-up
+    floor_before = floor_seconds(model, batches)
+
+    problem = FunctionalProblem(model, loss_fn, None, None)
+    start = time.perf_counter()
+    problem.full_loss_and_grad_norm(data, args.batch_size)
+    init_pass = time.perf_counter() - start
+
+    start = time.perf_counter()
+    result = estimate_llc(model, loss_fn, data, num_chains=args.chains, num_draws=args.draws,
+                          step_size=args.step_size, localization=args.localization, nbeta=nbeta,
+                          batch_size=args.batch_size, seed=0)
+    ours = time.perf_counter() - start
+    # The floor is timed before and after and averaged, so that a load change on a shared machine during
+    # the run shows up in both (the spread of the two is printed).
+    floor_after = floor_seconds(model, batches)
+    floor = (floor_before + floor_after) / 2
+    report = {"floor": floor, "floor_before": floor_before, "floor_after": floor_after, "ours": ours, "init_pass": init_pass, "ours_over_floor": ours / floor,
+              "llc_mean": result.mean, "llc_std": result.std, "load_start": os.getloadavg()[0]}
+    print(f"floor ({args.chains * args.draws} forward+backward):  {floor:7.2f} s   (before / after the estimate: "
+          f"{floor_before:.2f} / {floor_after:.2f} s)")
+    print(f"estimate_llc end to end:              {ours:7.2f} s   = {ours / floor:.2f}x floor (target <= 1.15); "
+          f"llc {result.mean:.2f} ± {result.std:.2f}")
+    print(f"  of which the L_n(w*) pass (alone):  {init_pass:7.2f} s   = {init_pass / floor:.2f}x floor "
+          f"({math.ceil(args.n / args.batch_size)} forward+backward batches of {args.batch_size})")
+
+    if not args.no_anchor:
+        python = ensure_anchor_venv(args.anchor_venv)
+        settings = {"threads": torch.get_num_threads(), "model_source": attention_only.__file__,
+                    "model_config": config.to_diff_dict(), "batch_size": args.batch_size, "chains": args.chains,
+                    "draws": args.draws, "step_size": args.step_size, "localization": args.localization,
+                    "nbeta": nbeta, "init_loss_batches": ANCHOR_INIT_LOSS_BATCHES}
+        anchor = run_anchor(python, model, tokens, settings)
+        relative = (ours / floor) / (anchor["seconds"] / anchor["floor"])
+        report.update(anchor=anchor, ours_over_anchor=relative, ours_over_anchor_raw=ours / anchor["seconds"])
+        print(f"devinterp {ANCHOR_VERSION} llc():                {anchor['seconds']:7.2f} s   = "
+              f"{anchor['seconds'] / anchor['floor']:.2f}x its floor ({anchor['floor']:.2f} s in its process); "
+              f"llc {anchor['llc_mean']:.2f} ± {anchor['llc_std']:.2f} (its L_n(w*) over "
+              f"{anchor['num_init_loss_batches']} batches per chain)")
+        print(f"ours / devinterp {ANCHOR_VERSION}:                {relative:7.2f}   (floor-normalised; raw wall "
+              f"ratio {ours / anchor['seconds']:.2f}; target <= 0.6)")
+    report["load_end"] = os.getloadavg()[0]
+    print(f"load average (1 min) at start / end: {report['load_start']:.1f} / {report['load_end']:.1f} "
+          f"on {os.cpu_count()} cores (a shared machine inflates the wall times, less so the ratios)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float))
 
 
 if __name__ == "__main__":

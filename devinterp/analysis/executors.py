@@ -30,10 +30,18 @@ def map_unordered(cfg: ExecutorConfig, fn: Callable[[Any], Any], jobs: Iterable[
         yield from _ray(cfg, fn, jobs)
 
 
+def parallel_workers(cfg: ExecutorConfig, num_jobs: int) -> int:
+    """How many jobs run at once: 1 in this process, the pool size for local processes; for Ray the
+    cluster's share is unknown here, so 1 (a conservative time-left estimate)."""
+    if cfg.name == ExecutorName.process:
+        return max(1, min(cfg.num_workers or os.cpu_count() or 1, num_jobs))
+    return 1
+
+
 def _process_pool(cfg: ExecutorConfig, fn, jobs) -> Iterator[Any]:
     import multiprocessing
 
-    workers = min(cfg.num_workers or os.cpu_count() or 1, len(jobs))
+    workers = parallel_workers(cfg, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:

@@ -29,8 +29,10 @@ from tqdm.auto import tqdm
 
 from devinterp import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
-from devinterp.analysis.executors import ExecutorConfig, map_unordered
-from devinterp.config import InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
+from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
+from devinterp.analysis.progress import AnalysisProgress
+from devinterp.callbacks.progress import BAR_FORMAT
+from devinterp.config import ExecutorName, InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status
 from devinterp.store.atomic import atomic_write_json
@@ -116,8 +118,9 @@ def run_is_finished(run_dir: Path) -> bool:
         return True
 
 
-def analyze_checkpoint(job: CheckpointJob) -> JobResult:
-    """Run a job's callbacks at its checkpoint."""
+def analyze_checkpoint(job: CheckpointJob, announce=None) -> JobResult:
+    """Run a job's callbacks at its checkpoint. `announce(callback, step)` is called before each
+    callback (in-process executors only)."""
     device = torch.device(job.device)
     try:
         model = checkpoints.load(job.run_dir, job.step, device)
@@ -125,7 +128,7 @@ def analyze_checkpoint(job: CheckpointJob) -> JobResult:
         return record_unreadable_checkpoint(job, e)
     runner = CallbackRunner(list(job.callbacks), load_run_data(job.run_dir), ResultStore(job.run_dir),
                             list(job.checkpoint_steps), job.total_steps, completed=set(),
-                            run_finished=job.run_finished, wait_for_claims=job.wait_for_claims)
+                            run_finished=job.run_finished, wait_for_claims=job.wait_for_claims, announce=announce)
     runner.run(job.step, model, device)
     return JobResult(job.step, dict(runner.seconds), tuple(name for _, name in runner.failed),
                      tuple(name for _, name in runner.busy), tuple(sorted(name for _, name in runner.deferred)))
@@ -168,12 +171,16 @@ def waiting_jobs(jobs: list[CheckpointJob], results: list[JobResult]) -> list[Ch
 def run_jobs(run_dir: Path, jobs: list[CheckpointJob], executor: ExecutorConfig, progress: bool,
              desc: str = "analyse") -> list[JobResult]:
     results = []
-    with tqdm(total=len(jobs), desc=desc, unit="ckpt", disable=not progress or not jobs, dynamic_ncols=True) as bar:
-        for result in map_unordered(executor, analyze_checkpoint, jobs):
+    with tqdm(total=len(jobs), desc=desc, unit="ckpt", disable=not progress or not jobs, dynamic_ncols=True,
+              bar_format=BAR_FORMAT) as bar:
+        tracker = AnalysisProgress(bar, jobs, parallel_workers(executor, len(jobs)))
+        fn = functools.partial(analyze_checkpoint, announce=tracker.measuring) \
+            if executor.name == ExecutorName.local else analyze_checkpoint
+        for result in map_unordered(executor, fn, jobs):
             results.append(result)
             if result.unreadable:
                 bar.write(f"warning: skipped checkpoint step {result.step}: {result.unreadable}", file=sys.stderr)
-            bar.update(1)
+            tracker.done(result.step, result.seconds)
             write_analysis_status(run_dir, "analysing", result.step)
     return results
 

@@ -7,11 +7,13 @@ import torch
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.weights import grouped_norms
+from devinterp.training.evaluate import DEFAULT_EVAL_BATCH
 
 
 @dataclass
 class GradsSettings:
     num_samples: int = 256  # training sequences the loss is averaged over
+    batch_size: int = DEFAULT_EVAL_BATCH  # sequences per forward+backward pass (the gradient is the same)
 
     def validate(self) -> None:
         require(positive(self.num_samples), "num_samples", self.num_samples, "must be a positive integer")
@@ -19,16 +21,22 @@ class GradsSettings:
 
 class GradsCallback(Callback):
     """`grads/norm` and per-layer `grads/norm/<group>` of the mean next-token loss (nats) over
-    the first `num_samples` sequences of the fixed training sample. The model's `.grad` fields
-    are left untouched."""
+    the first `num_samples` sequences of the fixed training sample, accumulated over batches of
+    `batch_size` (each weighted by its share of the sequences). The model's `.grad` fields are left
+    untouched."""
 
     name = "grads"
     Settings = GradsSettings
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
-        tokens = ctx.train_tokens[: self.config.num_samples].to(ctx.device)
+        tokens = ctx.train_tokens[: self.config.num_samples]
         named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
-        with torch.enable_grad():
-            loss = ctx.model(tokens, labels=tokens).loss
-            grads = torch.autograd.grad(loss, [p for _, p in named])
-        return CallbackOutput(grouped_norms({n: g for (n, _), g in zip(named, grads)}, "grads"))
+        totals = [torch.zeros_like(p) for _, p in named]
+        for chunk in tokens.split(self.config.batch_size):
+            chunk = chunk.to(ctx.device)
+            with torch.enable_grad():
+                loss = ctx.model(chunk, labels=chunk).loss * (len(chunk) / len(tokens))
+                grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True, materialize_grads=True)
+            for total, grad in zip(totals, grads):
+                total += grad
+        return CallbackOutput(grouped_norms({n: g for (n, _), g in zip(named, totals)}, "grads"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
-from devinterp.training.evaluate import token_losses
+from devinterp.training.evaluate import DEFAULT_EVAL_BATCH, token_losses
 
 
 @dataclass
 class LossSettings:
-    batch_size: int = 256
+    batch_size: int = DEFAULT_EVAL_BATCH  # sequences per forward pass (see devinterp.training.evaluate)
 
     def validate(self) -> None:
         require(positive(self.batch_size), "batch_size", self.batch_size, "must be a positive integer")

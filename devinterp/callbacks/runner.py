@@ -5,7 +5,6 @@ import logging
 import time
 import traceback
 import warnings
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, derive_seed
+from devinterp.callbacks.progress import CostModel
 from devinterp.config import ConfigError
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
@@ -64,13 +64,14 @@ def build_callbacks(callbacks_cfg) -> list[Callback]:
 @dataclass
 class CallbackRunner:
     """Runs each callback at its due steps, skipping results already stored, and records the
-    seconds spent per callback. A callback that raises is logged and stored as a failure for
-    that (step, callback); the others, and training, go on.
+    seconds spent per callback (`costs`: totals and means per call). A callback that raises
+    is logged and stored as a failure for that (step, callback); the others, and training, go on.
 
     Each result is claimed in the store before it is computed (see `ResultStore.claim`): one
     held by another process is skipped and listed in `busy` (or, with `wait_for_claims`, waited
     for), one that process stored meanwhile is skipped. `failed` lists (step, callback name) of
-    the runs that raised."""
+    the runs that raised. `announce(callback_name, step)`, if given, is called just before each
+    callback runs (the progress bar shows it)."""
 
     callbacks: list[Callback]
     data: RunData
@@ -80,7 +81,8 @@ class CallbackRunner:
     completed: set[tuple[int, str, str]] | None = None  # results already stored; None: ask the store
     run_finished: bool = False  # post hoc over a finished run
     wait_for_claims: bool = False
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    announce: Callable[[str, int], None] | None = None
+    costs: CostModel = field(default_factory=CostModel)
     failed: list[tuple[int, str]] = field(default_factory=list)
     busy: list[tuple[int, str]] = field(default_factory=list)
     deferred: set[tuple[int, str]] = field(default_factory=set)  # (step, callback) that raised Deferred
@@ -88,6 +90,17 @@ class CallbackRunner:
     def __post_init__(self):
         self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
         self._done = self.store.completed() if self.completed is None else set(self.completed)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds spent per callback so far."""
+        return dict(self.costs.totals)
+
+    def remaining_calls(self, after_step: int) -> dict[str, int]:
+        """Calls still to run after `after_step`, per callback (for time-left estimates)."""
+        return {c.name: sum(1 for s in self._due[c.name]
+                            if s > after_step and (s, c.name, c.settings_hash) not in self._done)
+                for c in self.callbacks}
 
     def pending(self, step: int) -> list[Callback]:
         return [c for c in self.callbacks
@@ -143,6 +156,8 @@ class CallbackRunner:
         ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
                               device, seed, self.data.run_dir, self.data.initial_state,
                               tuple(sorted(self._due[callback.name])), self.run_finished)
+        if self.announce is not None:
+            self.announce(callback.name, step)
         started = time.perf_counter()
         try:
             # Warnings (e.g. an unconverged Lanczos run) go to the run's log, not the console:
@@ -164,4 +179,4 @@ class CallbackRunner:
             self.failed.append((step, callback.name))
             return CallbackOutput()
         finally:
-            self.seconds[callback.name] += time.perf_counter() - started
+            self.costs.record(callback.name, time.perf_counter() - started)

@@ -7,15 +7,23 @@ with nodes theta_j (T's eigenvalues) and weights tau_j = (first component of T's
 exact for polynomials f of degree < 2m. With v a normalised Rademacher vector,
 E[v^T f(H) v] = tr f(H) / dim, so averaging the rules of several probes estimates phi; each node is
 then replaced by a Gaussian of width sigma to draw a smooth density.
+
+Any Lanczos run from a normalised Rademacher vector drawn independently of H is such a probe,
+whatever made it stop: its m steps give the Gauss rule of degree 2m - 1 for that vector's spectral
+measure (the stopping rule only picks m), and a restart after breakdown appends blocks orthogonal
+to the start vector's Krylov space, whose Ritz vectors have zero first component (weight 0). So
+`hessian_spectrum` uses its extreme-eigenvalue run as the first probe (`density_from_runs`) instead
+of paying for a separate one.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from devinterp.hessian.lanczos import lanczos, random_unit_vector, tridiagonal_eigh
+from devinterp.hessian.lanczos import LanczosRun, lanczos, random_unit_vector, tridiagonal_eigh
 from devinterp.hessian.linear_operator import SymmetricOperator
 
 # Default Gaussian width, as a fraction of the node range max(theta) - min(theta).
@@ -28,8 +36,8 @@ class SpectralDensity:
     """SLQ estimate of the eigenvalue density (integrates to 1; see the module docstring).
 
     nodes, weights: (probes, steps) quadrature nodes (eigenvalue units) and weights per probe; each
-        row of weights sums to 1. A probe whose Lanczos run ended early (invariant subspace) is
-        padded with nodes 0 of weight 0.
+        row of weights sums to 1. A probe whose Lanczos run was shorter than the longest (it stopped
+        on convergence, or at an invariant subspace) is padded with nodes 0 of weight 0.
     grid, values: the density smoothed with Gaussians of width `sigma`, on an even grid covering
         the nodes +- 5 sigma.
     zero_band, mass_near_zero: `mass_within(zero_band)`, the estimated fraction of eigenvalues in
@@ -84,12 +92,27 @@ def slq_density(
     """
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
-    width = min(steps, op.dim)
-    nodes = np.zeros((num_probes, width))
-    weights = np.zeros((num_probes, width))
-    for i in range(num_probes):
-        v0 = random_unit_vector(op.dim, generator, op.dtype, op.device)
-        run = lanczos(op, v0, steps, keep_basis=False)
+    runs = [lanczos(op, random_unit_vector(op.dim, generator, op.dtype, op.device), steps, keep_basis=False)
+            for _ in range(num_probes)]
+    return density_from_runs(runs, sigma=sigma, zero_band=zero_band, grid_points=grid_points)
+
+
+def density_from_runs(
+    runs: Sequence[LanczosRun],
+    *,
+    sigma: float | None = None,
+    zero_band: float | None = None,
+    grid_points: int = DEFAULT_GRID_POINTS,
+) -> SpectralDensity:
+    """The SLQ density whose probes are the start vectors of `runs` (Lanczos runs from independent
+    normalised Rademacher vectors, of any lengths; see the module docstring). sigma, zero_band,
+    grid_points: as in `slq_density`. Costs no products."""
+    if not runs:
+        raise ValueError("need at least one Lanczos run")
+    width = max(run.steps for run in runs)
+    nodes = np.zeros((len(runs), width))
+    weights = np.zeros((len(runs), width))
+    for i, run in enumerate(runs):
         theta, tau = quadrature_rule(run.alphas, run.betas)
         nodes[i, : len(theta)] = theta
         weights[i, : len(tau)] = tau / tau.sum()  # sums to 1 up to round-off; make it exact

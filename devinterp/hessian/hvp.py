@@ -119,6 +119,7 @@ class HessianOperator:
         self.dtype = dtype if dtype is not None else reference.dtype
         self.method: HVPMethod = method
         self.num_hvps = 0
+        self._vmap_failed = False
 
         if self.device != reference.device or self.dtype != reference.dtype:
             # Work on a converted copy; the caller's model stays exactly as it was.
@@ -141,8 +142,10 @@ class HessianOperator:
         # variables, the others constants.
         self._constants = {f"model.{n}": p.detach() for n, p in named.items() if n not in masks}
         self._primals = {n: named[n].detach() for n in masks}
-        # A mask that selects a whole tensor is stored as None (no gather/scatter needed).
-        self._masks = {n: (None if bool(m.all()) else m.to(self.device)) for n, m in masks.items()}
+        # A mask is stored as the flat indices of its entries (gather/scatter work under vmap, boolean
+        # indexing does not), or as None when it selects the whole tensor (no gather/scatter needed).
+        self._masks = {n: (None if bool(m.all()) else m.reshape(-1).nonzero().squeeze(1).to(self.device))
+                       for n, m in masks.items()}
         self.names: list[str] = list(masks)
         self.sizes: list[int] = [int(m.sum()) for m in masks.values()]
         self.dim: int = sum(self.sizes)
@@ -152,8 +155,8 @@ class HessianOperator:
         """Concatenate the selected entries of per-parameter tensors into one flat vector."""
         parts = []
         for name in self.names:
-            t, mask = tensors[name], self._masks[name]
-            parts.append(t.reshape(-1) if mask is None else t[mask])
+            t, index = tensors[name], self._masks[name]
+            parts.append(t.reshape(-1) if index is None else t.reshape(-1)[index])
         return torch.cat(parts)
 
     def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,13 +165,11 @@ class HessianOperator:
             raise ValueError(f"expected a vector of shape ({self.dim},), got {tuple(vector.shape)}")
         out = {}
         for chunk, name in zip(vector.split(self.sizes), self.names):
-            primal, mask = self._primals[name], self._masks[name]
-            if mask is None:
+            primal, index = self._primals[name], self._masks[name]
+            if index is None:
                 out[name] = chunk.view(primal.shape)
             else:
-                full = torch.zeros_like(primal)
-                full[mask] = chunk
-                out[name] = full
+                out[name] = chunk.new_zeros(primal.numel()).scatter(0, index, chunk).view(primal.shape)
         return out
 
     # ----- loss, gradient, Hessian-vector product ---------------------------------------------------
@@ -202,6 +203,29 @@ class HessianOperator:
         return total
 
     __matmul__ = matvec
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H v for each row of `vectors` (k, dim), returned as rows (k, dim); counts k products.
+
+        The rows go through one `torch.func.vmap` of the forward-over-reverse product per batch (on the
+        default model about 2x faster per vector than k separate products); a model vmap cannot run
+        falls back to one product per row. Same convention and result as `matvec` row by row."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (k, {self.dim}), got {tuple(vectors.shape)}")
+        vectors = vectors.to(device=self.device, dtype=self.dtype)
+        if vectors.shape[0] == 1 or self._vmap_failed:
+            return torch.stack([self.matvec(v) for v in vectors])
+        total = torch.zeros_like(vectors)
+        try:
+            with eval_mode(self.model):
+                for batch, weight in zip(self._batches, self._weights):
+                    one = lambda v, batch=batch: self.flatten(self._hvp_jvp(batch, self.unflatten(v)))  # noqa: E731
+                    total += weight * torch.func.vmap(one)(vectors)
+        except Exception:  # noqa: BLE001 - any vmap failure: products one at a time
+            self._vmap_failed = True
+            return torch.stack([self.matvec(v) for v in vectors])
+        self.num_hvps += vectors.shape[0]
+        return total
 
     def _hvp_jvp(self, batch: Any, tangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Forward-over-reverse: the directional derivative of the gradient along `tangents`."""

@@ -17,20 +17,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from devinterp.hessian.density import SpectralDensity, slq_density
+from devinterp.hessian.density import SpectralDensity, density_from_runs
 from devinterp.hessian.hvp import DEFAULT_HVP_METHOD, LossFn, hvp_operator
-from devinterp.hessian.lanczos import extreme_eigenpairs
-from devinterp.hessian.trace import deflated_hutchinson
+from devinterp.hessian.lanczos import LanczosRun, convergence_shortfall, extreme_eigenpairs, lanczos, random_unit_vector
+from devinterp.hessian.trace import (
+    TraceEstimate,
+    deflated_samples,
+    lanczos_relation_sample,
+    rademacher_probes,
+    trace_from_samples,
+)
 from devinterp.params import ParamSelector
 
 
 @dataclass(frozen=True)
 class Eigenvalues:
     """Ritz values with their residual norms ||H y - theta y|| (a true eigenvalue lies within the
-    residual of each value); `converged[i]` is residuals[i] <= tol * max|Ritz value|."""
+    residual of each value) and estimated errors min(r, r^2 / gap) (`devinterp.hessian.lanczos.
+    ritz_error_bounds`); `converged[i]`: the error estimate met the tolerance (see `hessian_spectrum`)."""
 
     values: np.ndarray
     residuals: np.ndarray
+    errors: np.ndarray
     converged: np.ndarray
 
     def __len__(self) -> int:
@@ -46,7 +54,7 @@ class HessianResult:
     density: the SLQ eigenvalue density (None when density=False).
     num_hvps: Hessian-vector products spent.  seconds: wall time of the call.
     dim: number of parameter entries H acts on.  lanczos_steps: steps of the extreme-eigenvalue run.
-    converged: whether every top/bottom Ritz pair met the tolerance.
+    converged: whether every top/bottom Ritz value met the tolerance.
     """
 
     top: Eigenvalues
@@ -81,7 +89,21 @@ def _generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 def _empty() -> Eigenvalues:
-    return Eigenvalues(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+    return Eigenvalues(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+
+
+class _FirstProduct:
+    """`op` that remembers the result of its first `matvec` (the first Lanczos step of a run)."""
+
+    def __init__(self, op):
+        self.op, self.dim, self.dtype, self.device = op, op.dim, op.dtype, op.device
+        self.first: torch.Tensor | None = None
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        out = self.op.matvec(v)
+        if self.first is None:
+            self.first = out
+        return out
 
 
 def hessian_spectrum(
@@ -98,6 +120,8 @@ def hessian_spectrum(
     params: ParamSelector = None,
     seed: int = 0,
     tol: float = 1e-4,
+    bottom_tol: float | None = None,
+    guard: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> HessianResult:
@@ -108,14 +132,22 @@ def hessian_spectrum(
             (batch-size-weighted mean loss over the fixed batches, eval mode, model unmodified).
         top_k, bottom_k: how many largest / smallest eigenvalues, both from one Lanczos run with full
             reorthogonalisation of at most `lanczos_steps` steps, stopped early once every wanted
-            Ritz pair has residual <= tol * max|eigenvalue|. A RuntimeWarning says when they did not.
+            Ritz value has converged: estimated error <= tol * |value| for the top ones, <= bottom_tol *
+            ||H|| for the bottom ones (default bottom_tol = tol; `devinterp.hessian.lanczos.
+            ExtremeEigenpairs`), and `guard` more top values as well (against a missed eigenvalue; see
+            `extreme_eigenpairs`). A RuntimeWarning says when they did not.
         trace_probes: Hutchinson probes for tr(H), deflated by that run's Krylov basis (Hutch++
             with the Krylov space as sketch; see `devinterp.hessian.trace`). 0 skips the trace.
-        density, density_probes: SLQ density with `density_probes` probes of `lanczos_steps` steps.
+        density, density_probes: SLQ density with `density_probes` probes. The first probe is the start
+            vector of the extreme-eigenvalue run (its quadrature costs nothing more; see
+            `devinterp.hessian.density`); every further probe runs `lanczos_steps` steps, and the first
+            `trace_probes` of those start from the trace probes, so that one product serves both the
+            trace term and the first Lanczos step (`devinterp.hessian.trace.lanczos_relation_sample`).
         seed: seeds every random vector; the same inputs and seed give the same result. The global
             torch/numpy RNG states are left as they were.
-    Cost: at most lanczos_steps + trace_probes + density_probes * lanczos_steps products, one pass
-    over all batches each (about 3 gradient evaluations per product).
+    Cost, in products (one pass over all batches each, about 3 gradient evaluations): the run's
+    steps (<= lanczos_steps) + trace_probes + (extra density probes) * lanczos_steps - (shared ones).
+    The trace products not shared with the density are taken in one batched call.
     """
     start = time.perf_counter()
     op = hvp_operator(model, loss_fn, batches, params=params, method=DEFAULT_HVP_METHOD, device=device, dtype=dtype)
@@ -124,30 +156,24 @@ def hessian_spectrum(
     # Our random draws use private generators; fork_rng also shields the caller's RNG from anything
     # the model or loss_fn might draw.
     with torch.random.fork_rng(devices=fork_devices):
-        top, bottom, basis, basis_trace, steps, converged = _empty(), _empty(), None, 0.0, 0, True
+        top, bottom, run, steps, converged = _empty(), _empty(), None, 0, True
         if top_k or bottom_k:
-            eig = extreme_eigenpairs(
-                op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, generator=eig_gen, warn=False
-            )
-            bound = tol * eig.scale
-            top = Eigenvalues(eig.top, eig.top_residuals, eig.top_residuals <= bound)
-            bottom = Eigenvalues(eig.bottom, eig.bottom_residuals, eig.bottom_residuals <= bound)
-            basis, basis_trace, steps, converged = eig.run.basis, float(eig.run.alphas.sum()), eig.run.steps, eig.converged
+            eig = extreme_eigenpairs(op, top_k, bottom_k, max_steps=lanczos_steps, tol=tol, bottom_tol=bottom_tol,
+                                     guard=guard, generator=eig_gen, warn=False)
+            top = Eigenvalues(eig.top, eig.top_residuals, eig.top_errors, eig.top_converged)
+            bottom = Eigenvalues(eig.bottom, eig.bottom_residuals, eig.bottom_errors, eig.bottom_converged)
+            run, steps, converged = eig.run, eig.run.steps, eig.converged
             if not converged:
-                worst = float(np.max(np.concatenate([top.residuals, bottom.residuals])))
                 warnings.warn(
-                    f"hessian_spectrum: Lanczos did not converge in {steps} steps (largest Ritz residual "
-                    f"{worst:.3g} > tol * max|eigenvalue| = {bound:.3g}); the reported eigenvalues are "
-                    f"each within their residual of a true eigenvalue. Increase lanczos_steps for more accuracy.",
+                    f"hessian_spectrum: Lanczos did not converge in {steps} steps ({convergence_shortfall(eig)}); "
+                    f"the reported eigenvalues are each within their residual of a true eigenvalue. Increase "
+                    f"lanczos_steps for more accuracy.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        trace = trace_stderr = None
-        if trace_probes:
-            estimate = deflated_hutchinson(op, trace_probes, trace_gen, basis, basis_trace)
-            trace, trace_stderr = estimate.value, estimate.stderr
-        del basis
-        spectral_density = slq_density(op, density_probes, lanczos_steps, density_gen) if density else None
+        trace, trace_stderr, spectral_density = _trace_and_density(
+            op, run, trace_probes, density_probes if density else 0, lanczos_steps, trace_gen, density_gen
+        )
     return HessianResult(
         top=top,
         bottom=bottom,
@@ -161,3 +187,38 @@ def hessian_spectrum(
         converged=converged,
         hvp_method=op.method,
     )
+
+
+def _trace_and_density(
+    op, run: LanczosRun | None, trace_probes: int, density_probes: int, steps: int,
+    trace_gen: torch.Generator, density_gen: torch.Generator,
+) -> tuple[float | None, float | None, SpectralDensity | None]:
+    """Deflated trace and SLQ density around the extreme-eigenvalue run `run` (None if there was
+    none), sharing products as described in `hessian_spectrum`."""
+    basis = None if run is None else run.basis
+    rank = 0 if basis is None else basis.shape[0]
+    probes = rademacher_probes(trace_probes, trace_gen, op) if trace_probes and rank < op.dim else None
+    density_runs = [run] if (run is not None and density_probes) else []
+    extra = max(density_probes - len(density_runs), 0)
+    shared = 0 if probes is None else min(extra, len(probes))
+
+    samples: list[float] = []
+    for g in probes[:shared] if shared else ():
+        recorder = _FirstProduct(op)
+        density_runs.append(lanczos(recorder, g, steps, keep_basis=False))
+        hg = recorder.first * g.norm()  # the run started from g / ||g||
+        samples.append(lanczos_relation_sample(g, hg, run))
+    for _ in range(extra - shared):
+        v0 = random_unit_vector(op.dim, density_gen, op.dtype, op.device)
+        density_runs.append(lanczos(op, v0, steps, keep_basis=False))
+    if probes is not None and len(probes) > shared:
+        samples += deflated_samples(op, probes[shared:], basis)
+
+    trace = trace_stderr = None
+    if trace_probes:
+        basis_trace = 0.0 if run is None else float(run.alphas.sum())
+        estimate = (trace_from_samples(samples, basis_trace, rank) if probes is not None
+                    else TraceEstimate(basis_trace, 0.0, 0, rank))  # the basis spans R^dim: exact
+        trace, trace_stderr = estimate.value, estimate.stderr
+    spectral_density = density_from_runs(density_runs) if density_runs else None
+    return trace, trace_stderr, spectral_density

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from devinterp import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
+from devinterp.callbacks.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.config import Device, TrainConfig
 from devinterp.loggers import MetricLogger
 from devinterp.models import build_model, count_parameters
@@ -31,6 +32,9 @@ from devinterp.training.optim import build_optimizer, build_scheduler
 from devinterp.training.schedule import checkpoint_schedule
 
 log = logging.getLogger(__name__)
+# status.json is refreshed at every checkpoint and at least this often in between, so that readers (the
+# dashboard, a follower) can tell a long stretch between checkpoints from a dead trainer.
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class TrainResult:
     steps_trained: int  # optimizer steps done in this invocation
     num_parameters: int
     train_seconds: float  # of `seconds`: forward, backward, optimizer steps
-    callback_seconds: dict[str, float]  # of `seconds`: per callback
+    callback_seconds: dict[str, float]  # of `seconds`: per callback (analyze=follow: the follower's)
+    follower_lag_seconds: float | None = None  # analyze=follow: end of training -> follower done
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -83,6 +88,28 @@ def resume_point(run_dir: Path, device: torch.device) -> checkpoints.Resumable |
     return resumed
 
 
+class TrainingProgress:
+    """The training bar's text: "train" or what is being measured ("llc @ step 290"), the last loss,
+    training steps/s (training only) and the time left, counting the callbacks still due at their
+    measured cost (see devinterp.callbacks.progress)."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def measuring(self, callback: str, step: int) -> None:
+        self.bar.set_description_str(measuring_label(callback, step))
+
+    def training(self) -> None:
+        self.bar.set_description_str("train", refresh=False)
+
+    def update(self, loss: float, seconds_per_step: float, steps_left: int,
+               callbacks_left: tuple[float, bool]) -> None:
+        callback_seconds, known = callbacks_left
+        rate = 1.0 / seconds_per_step if seconds_per_step > 0 else float("inf")
+        left = format_time_left(steps_left * seconds_per_step + callback_seconds, known)
+        self.bar.set_postfix_str(f"loss={loss:.3f}, {rate:.1f} steps/s, {left}", refresh=False)
+
+
 def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list[Callback]) -> TrainResult:
     """Train according to `cfg`, writing checkpoints and metrics into `run_dir` and running
     `callbacks` at their steps (before the checkpoint of that step is written).
@@ -120,7 +147,10 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     else:
         initial_state = checkpoints.initial_state(run_dir)
     data = RunData(task, eval_tokens, training_sample(task, cfg.train_sample_size), cfg.seed, run_dir, initial_state)
-    runner = CallbackRunner(callbacks, data, ResultStore(run_dir), schedule, cfg.steps)
+    bar = tqdm(range(start_step, cfg.steps + 1), initial=start_step, total=cfg.steps + 1, desc="train",
+               unit="step", disable=not cfg.progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
+    progress = TrainingProgress(bar)
+    runner = CallbackRunner(callbacks, data, ResultStore(run_dir), schedule, cfg.steps, announce=progress.measuring)
     for callback in callbacks:
         callback.on_train_start(model)
     train_seconds = 0.0
@@ -128,9 +158,9 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     writer = MetricsWriter(run_dir)
     checkpoint_steps = set(schedule)
     last_loss = None
-    bar = tqdm(range(start_step, cfg.steps + 1), initial=start_step, total=cfg.steps + 1,
-               desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
     saved_steps = {info.step for info in checkpoints.list_checkpoints(run_dir)}
+    write_status(run_dir, "training", start_step)  # also replaces a resumed run's "failed"
+    last_checkpoint, last_heartbeat = start_step, time.time()
     for step in bar:
         if runner.pending(step):
             measured = runner.run(step, model, device)
@@ -138,6 +168,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
             logger.log_arrays(step, measured.arrays)
             # Measurements deferred at earlier checkpoints (the LLC until calibrated) run from disk.
             runner.catch_up(step, saved_steps, lambda s: checkpoints.load(run_dir, s, device), device)
+            progress.training()
         if step in checkpoint_steps and step != resume_step:
             writer.flush()
             wall = wall_offset + time.perf_counter() - started
@@ -151,6 +182,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
             checkpoints.save_checkpoint(run_dir, step, model, trainer_state, last_loss, wall)
             saved_steps.add(step)
             write_status(run_dir, "training", step)
+            last_checkpoint, last_heartbeat = step, time.time()
         if step == cfg.steps:
             break
 
@@ -169,11 +201,16 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
         for callback in callbacks:
             callback.on_step(step, last_loss)
         train_seconds += time.perf_counter() - step_started
+        if time.time() - last_heartbeat >= HEARTBEAT_SECONDS:
+            write_status(run_dir, "training", last_checkpoint)
+            last_heartbeat = time.time()
         if step % cfg.log_every == 0:
             train_metrics = {"train/loss": last_loss, "train/lr": optimizer.param_groups[0]["lr"]}
             writer.add(step, train_metrics)
             logger.log(step, train_metrics)
-            bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+            steps_done = step + 1 - start_step
+            progress.update(last_loss, train_seconds / steps_done, cfg.steps - step - 1,
+                            runner.costs.estimate(runner.remaining_calls(step)))
 
     writer.flush()
     for callback in callbacks:
@@ -181,4 +218,4 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     write_status(run_dir, "finished", cfg.steps)
     seconds = time.perf_counter() - started
     return TrainResult(run_dir, cfg.steps, seconds, cfg.steps - start_step, count_parameters(model),
-                       train_seconds, dict(runner.seconds))
+                       train_seconds, runner.seconds)

@@ -141,6 +141,9 @@ def test_weights_and_grads_callbacks():
     loss = model(tokens, labels=tokens).loss
     expected = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).norm()
     assert grads["grads/norm"] == pytest.approx(float(expected), rel=1e-5)
+    chunked = GradsCallback(num_samples=16, batch_size=5).on_checkpoint(ctx).scalars  # 5, 5, 5, 1 sequences
+    assert chunked.keys() == grads.keys()
+    assert all(chunked[k] == pytest.approx(grads[k], rel=1e-5) for k in grads)
     assert all(p.grad is None for p in model.parameters())
 
 

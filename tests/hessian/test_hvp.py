@@ -184,3 +184,17 @@ def test_gpt2_attention_subset_matches_dense(method):
     v = random_vector(op.dim)
     assert torch.allclose(op.matvec(v), h @ v, rtol=1e-9, atol=1e-9 * h.abs().max())
     assert model.training
+
+
+@pytest.mark.parametrize("params", [None, "head"])
+def test_batched_products_match_single_ones(attn_problem, params):
+    """matmat: one vmapped call for several vectors, the same products as matvec, each one counted."""
+    selector = head_parameter_masks(attn_problem.model, layer=0, head=1) if params == "head" else None
+    op = hvp_operator(attn_problem.model, lm_loss, attn_problem.batches, params=selector)
+    vectors = torch.stack([random_vector(op.dim, seed) for seed in range(4)])
+    batched = op.matmat(vectors)
+    assert op.num_hvps == 4 and not op._vmap_failed
+    single = torch.stack([op.matvec(v) for v in vectors])
+    assert torch.allclose(batched, single, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        op.matmat(vectors[0])

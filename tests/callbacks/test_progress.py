@@ -1,0 +1,81 @@
+"""Honest progress: what is measured, and time left from the measured callback costs."""
+import pytest
+
+from devinterp.analysis.progress import AnalysisProgress
+from devinterp.callbacks import CallbackRunner, RunData, WeightsCallback
+from devinterp.callbacks.progress import CostModel, format_time_left, measuring_label
+from devinterp.store.results import ResultStore
+from devinterp.tasks.induction import InductionTask
+from devinterp.train import compose_train_config, run
+
+from .test_callbacks import context
+
+
+def test_cost_model_estimates_from_mean_costs_and_flags_unknown_ones():
+    costs = CostModel()
+    assert costs.mean("llc") is None
+    costs.record("llc", 4.0)
+    costs.record("llc", 2.0)
+    costs.record("loss", 0.5)
+    assert costs.mean("llc") == pytest.approx(3.0)
+    assert costs.estimate({"llc": 10, "loss": 4}) == (pytest.approx(32.0), True)
+    assert costs.estimate({"llc": 1, "hessian": 3}) == (pytest.approx(3.0), False)  # hessian not measured yet
+    assert costs.estimate({"hessian": 0}) == (0.0, True)
+    assert format_time_left(3725.0) == "eta 1:02:05"
+    assert format_time_left(65.0, known=False) == "eta ≥ 01:05"
+    assert format_time_left(None) == "eta ?"
+    assert measuring_label("llc", 290) == "llc @ step 290"
+
+
+def test_runner_announces_each_callback_and_counts_what_is_left(tmp_path):
+    ctx = context(None)
+    task = InductionTask(vocab_size=10, seq_len=12, seed=0, eval_size=16)
+    data = RunData(task, ctx.eval_tokens, ctx.train_tokens, seed=0)
+    heard = []
+    runner = CallbackRunner([WeightsCallback(schedule={"every": 5})], data, ResultStore(tmp_path), [0, 10], 20,
+                            announce=lambda name, step: heard.append((name, step)))
+    assert runner.remaining_calls(-1) == {"weights": 5}  # 0, 5, 10, 15, 20
+    from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1))
+    runner.run(0, model, ctx.device)
+    runner.run(5, model, ctx.device)
+    assert heard == [("weights", 0), ("weights", 5)]
+    assert runner.remaining_calls(5) == {"weights": 3}
+    assert runner.costs.counts["weights"] == 2 and runner.seconds["weights"] > 0
+
+
+class FakeBar:
+    def __init__(self):
+        self.description, self.postfix, self.n = "", "", 0
+
+    def set_description_str(self, text, refresh=True):
+        self.description = text
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def update(self, n):
+        self.n += n
+
+
+class Job:
+    def __init__(self, step, names):
+        self.step, self.callbacks = step, [type("C", (), {"name": n})() for n in names]
+
+
+def test_analysis_progress_divides_the_remaining_cost_by_the_workers():
+    bar = FakeBar()
+    tracker = AnalysisProgress(bar, [Job(0, ["llc", "loss"]), Job(3, ["loss"]), Job(6, ["llc", "loss"])], workers=2)
+    assert bar.postfix == "eta ≥ 00:00"  # nothing measured yet
+    tracker.measuring("llc", 0)
+    assert bar.description == "llc @ step 0"
+    tracker.done(0, {"llc": 10.0, "loss": 2.0})
+    assert bar.n == 1 and bar.postfix == "eta 00:07"  # (llc 10 + 2 x loss 2) / 2 workers
+
+
+def test_training_bar_names_the_callback_and_counts_its_cost(tmp_path, tiny_overrides, capsys):
+    overrides = [o for o in tiny_overrides if o != "progress=false"] + ["callbacks=[weights]"]
+    run(compose_train_config(overrides), overrides)
+    err = capsys.readouterr().err
+    assert "weights @ step 0" in err and "steps/s" in err and "eta" in err
