@@ -94,6 +94,22 @@ class TextTaskConfig(TaskConfig):
     eval_fraction: float = 0.1
 
 
+@dataclass
+class ModularTaskConfig(TaskConfig):
+    """a + b (mod modulus) as `[a, b, =, c]`, only c scored (devinterp.tasks.modular)."""
+
+    name: str = "modular"
+    modulus: int = 53
+    train_fraction: float = 0.3  # of the modulus² pairs; the rest is the held-out test set
+    seq_len: int = 4  # fixed by the format [a, b, =, c]
+    eval_size: int = 1_000_000  # at most this many held-out pairs (default: all of them)
+
+
+# Task schemas by `task.name` (to rebuild a run's task from its saved config.yaml).
+TASK_SCHEMAS = {"induction": InductionTaskConfig, "markov_icl": MarkovICLTaskConfig, "text": TextTaskConfig,
+                "modular": ModularTaskConfig}
+
+
 # ----------------------------------------------------------------------------- optim/
 class OptimizerName(str, Enum):
     adamw = "adamw"
@@ -218,6 +234,7 @@ def register_configs() -> None:
     cs.store(group="task", name="induction_schema", node=InductionTaskConfig)
     cs.store(group="task", name="markov_icl_schema", node=MarkovICLTaskConfig)
     cs.store(group="task", name="text_schema", node=TextTaskConfig)
+    cs.store(group="task", name="modular_schema", node=ModularTaskConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
     cs.store(group="checkpoints", name="checkpoints_schema", node=CheckpointConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
@@ -237,6 +254,8 @@ def task_vocab_size(task: TaskConfig) -> int:
         return task.vocab_size
     if isinstance(task, MarkovICLTaskConfig):
         return task.num_states
+    if isinstance(task, ModularTaskConfig):
+        return task.modulus + 1
     return 256  # text: bytes
 
 
@@ -290,6 +309,13 @@ def _validate_task(task: TaskConfig) -> None:
     elif isinstance(task, MarkovICLTaskConfig):
         _require(task.num_states >= 2, "task.num_states", task.num_states, "must be at least 2")
         _require(task.concentration > 0, "task.concentration", task.concentration, "must be positive")
+    elif isinstance(task, ModularTaskConfig):
+        _require(task.seq_len == 4, "task.seq_len", task.seq_len, "must be 4 for task=modular ([a, b, =, c])")
+        _require(task.modulus >= 2, "task.modulus", task.modulus, "must be at least 2")
+        _require(0 < task.train_fraction < 1, "task.train_fraction", task.train_fraction, "must be in (0, 1)")
+        num_train = round(task.train_fraction * task.modulus**2)
+        _require(0 < num_train < task.modulus**2, "task.train_fraction", task.train_fraction,
+                 f"leaves no training or no held-out pair of the {task.modulus ** 2}")
     elif isinstance(task, TextTaskConfig):
         path = Path(task.path)
         _require(path.is_file(), "task.path", task.path, "no such file")

@@ -17,8 +17,8 @@ from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput
 
 
 def next_token_loss(model, batch):
-    tokens = batch[0]
-    return model(tokens, labels=tokens).loss
+    """Mean next-token loss of a batch (tokens,) or (tokens, labels) (labels: see Task.labels)."""
+    return model(batch[0], labels=batch[-1]).loss
 
 
 @dataclass
@@ -55,7 +55,8 @@ class LLCCallback(Callback):
         from devinterp.slt import estimate_llc
 
         c = self.config
-        data = TensorDataset(ctx.train_tokens[: c.num_samples].cpu())
+        tokens = ctx.train_tokens[: c.num_samples].cpu()
+        data = TensorDataset(tokens, ctx.task.labels(tokens))
         return estimate_llc(ctx.model, next_token_loss, data, num_chains=c.num_chains, num_draws=c.num_draws,
                             num_burnin=c.num_burnin, step_size=c.step_size, nbeta=c.nbeta,
                             localization=c.localization, batch_size=c.batch_size, sampler=c.sampler,

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, derived_generator, icl_score
+from devinterp.tasks.base import EVAL_STREAM, NextTokenTask, TRAIN_STREAM, derived_generator, icl_score
 
 
 @dataclass(frozen=True)
-class InductionTask:
+class InductionTask(NextTokenTask):
     vocab_size: int
     seq_len: int
     seed: int
