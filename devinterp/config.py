@@ -76,6 +76,9 @@ class InductionTaskConfig(TaskConfig):
     # defaults seq_len // 4 and seq_len // 2.
     min_period: Optional[int] = None
     max_period: Optional[int] = None
+    # None: the block is uniform random tokens; a number: a walk of a fixed random bigram language,
+    # transition rows ~ Dirichlet(bigram_concentration) (devinterp.tasks.induction)
+    bigram_concentration: Optional[float] = None
 
 
 @dataclass
@@ -303,6 +306,8 @@ def _validate_task(task: TaskConfig) -> None:
             value = getattr(task, key)
             _require(value is None or 1 <= value < task.seq_len, f"task.{key}", value,
                      f"must be in [1, task.seq_len={task.seq_len})")
+        _require(task.bigram_concentration is None or task.bigram_concentration > 0, "task.bigram_concentration",
+                 task.bigram_concentration, "must be positive (or null: uniform tokens)")
         if task.min_period is not None and task.max_period is not None:
             _require(task.min_period <= task.max_period, "task.min_period", task.min_period,
                      f"must not exceed task.max_period={task.max_period}")

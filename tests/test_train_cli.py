@@ -36,6 +36,7 @@ BAD_CONFIGS = [
     (["task=text"], "task.path"),
     (["task=text", "task.path=/does/not/exist.txt"], "task.path='/does/not/exist.txt'"),
     (["resume=true"], "run_dir"),
+    (["task.bigram_concentration=0"], "task.bigram_concentration=0.0"),
     (["task=modular", "task.seq_len=5"], "task.seq_len=5"),
     (["task=modular", "task.train_fraction=1.0"], "task.train_fraction=1.0"),
     (["task=modular", "task.modulus=1"], "task.modulus=1"),

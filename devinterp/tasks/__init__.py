@@ -16,7 +16,8 @@ __all__ = ["IGNORE_INDEX", "NextTokenTask", "Task", "InductionTask", "MarkovICLT
 def build_task(cfg: TaskConfig, seed: int) -> Task:
     if isinstance(cfg, InductionTaskConfig):
         return InductionTask(vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, seed=seed,
-                             eval_size=cfg.eval_size, min_period=cfg.min_period, max_period=cfg.max_period)
+                             eval_size=cfg.eval_size, min_period=cfg.min_period, max_period=cfg.max_period,
+                             bigram_concentration=cfg.bigram_concentration)
     if isinstance(cfg, MarkovICLTaskConfig):
         return MarkovICLTask(num_states=cfg.num_states, seq_len=cfg.seq_len, seed=seed,
                              eval_size=cfg.eval_size, concentration=cfg.concentration)

@@ -43,7 +43,11 @@ class NextTokenTask:
         return tokens
 
 
-TRAIN_STREAM, EVAL_STREAM, SPLIT_STREAM = 0, 1, 2
+# Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
+# modular train/test split, the bigram language of induction filler).
+# Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
+# modular train/test split, the bigram language of the induction filler).
+TRAIN_STREAM, EVAL_STREAM, STRUCTURE_STREAM = 0, 1, 2
 
 
 def derived_generator(*key: int) -> torch.Generator:

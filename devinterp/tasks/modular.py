@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from devinterp.tasks.base import IGNORE_INDEX, SPLIT_STREAM, TRAIN_STREAM, derived_generator
+from devinterp.tasks.base import IGNORE_INDEX, STRUCTURE_STREAM, TRAIN_STREAM, derived_generator
 
 ANSWER_POSITION = 3  # index of c in [a, b, =, c]
 
@@ -47,7 +47,7 @@ class ModularAdditionTask:
         num_train = round(self.train_fraction * p * p)
         if not 0 < num_train < p * p:
             raise ValueError(f"train_fraction={self.train_fraction} leaves no training or no test pair for p={p}")
-        order = torch.randperm(p * p, generator=derived_generator(self.seed, SPLIT_STREAM, p))
+        order = torch.randperm(p * p, generator=derived_generator(self.seed, STRUCTURE_STREAM, p))
         pairs = torch.stack([order // p, order % p], dim=1)  # (p², 2): (a, b)
         object.__setattr__(self, "train_pairs", pairs[:num_train])
         object.__setattr__(self, "test_pairs", pairs[num_train:])

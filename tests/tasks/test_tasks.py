@@ -117,3 +117,18 @@ def test_labels_score_only_the_answer_of_modular_and_every_token_elsewhere():
 def test_modular_rejects_empty_splits(kwargs):
     with pytest.raises(ValueError):
         ModularAdditionTask(seed=0, **kwargs)
+
+
+def test_bigram_filler_walks_a_fixed_sparse_language():
+    task = InductionTask(vocab_size=6, seq_len=40, seed=0, min_period=20, max_period=20, bigram_concentration=0.05)
+    assert torch.allclose(task.transitions.sum(1), torch.ones(6))
+    assert torch.equal(task.transitions, InductionTask(vocab_size=6, seq_len=40, seed=0,
+                                                       bigram_concentration=0.05).transitions)
+    blocks = task.train_batch(0, 200)[:, :20]
+    seen = torch.zeros(6, 6)
+    seen.index_put_((blocks[:, :-1].reshape(-1), blocks[:, 1:].reshape(-1)), torch.ones(1), accumulate=True)
+    # the walk only uses likely transitions: sparse rows, most of the 36 bigrams never occur
+    assert (seen > 0).sum() < 0.6 * 36
+    assert ((seen > 0) <= (task.transitions > 1e-4)).all()
+    uniform = InductionTask(vocab_size=6, seq_len=40, seed=0, min_period=20, max_period=20)
+    assert uniform.transitions is None and not torch.equal(uniform.train_batch(0, 200), task.train_batch(0, 200))
