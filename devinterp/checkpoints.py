@@ -114,7 +114,9 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTrainedModel:
     """The model saved at `step`, in eval mode, on `device`."""
-    model = AutoModelForCausalLM.from_pretrained(checkpoint_path(run_dir, step))
+    # eager attention, as built (see devinterp.models): the saved config does not keep the choice, and
+    # the fused kernel has no double backward (Hessian) nor vmap batching rule (SGLD chains)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint_path(run_dir, step), attn_implementation="eager")
     return model.to(device).eval()
 
 

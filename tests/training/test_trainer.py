@@ -162,6 +162,8 @@ def test_other_tasks_and_models_train(tmp_path, tiny_overrides, experiment):
     metrics = read_metrics(result.run_dir)
     assert metric_series(metrics, "eval/loss").notna().all()
     assert checkpoints.latest_step(result.run_dir) == 10
+    # reloaded as built: eager attention (the fused kernel has no double backward for the Hessian)
+    assert checkpoints.load(result.run_dir, 10).config._attn_implementation == "eager"
 
 
 def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
