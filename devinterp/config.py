@@ -131,6 +131,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # adamw: added to √(second moment); larger values damp the huge steps Adam takes when gradients
+    # become tiny (e.g. near zero training loss), which otherwise cause loss spikes
+    eps: float = 1e-8
     momentum: float = 0.0  # sgd only
     warmup_steps: int = 0
     schedule: LRSchedule = LRSchedule.constant
@@ -289,6 +292,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
 def _validate_optim(optim: OptimConfig, steps: int) -> None:
     _require(optim.lr > 0, "optim.lr", optim.lr, "must be positive")
     _require(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must be >= 0")
+    _require(optim.eps > 0, "optim.eps", optim.eps, "must be positive")
     _require(len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas), "optim.betas", list(optim.betas),
              "must be two numbers in [0, 1)")
     _require(0 <= optim.warmup_steps < steps, "optim.warmup_steps", optim.warmup_steps,

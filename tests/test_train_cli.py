@@ -33,6 +33,7 @@ BAD_CONFIGS = [
     (["model=bogus"], "model/bogus"),
     (["device=gpu"], "device"),
     (["optim.lr=-1"], "optim.lr=-1.0"),
+    (["optim.eps=0"], "optim.eps=0.0"),
     (["task=text"], "task.path"),
     (["task=text", "task.path=/does/not/exist.txt"], "task.path='/does/not/exist.txt'"),
     (["resume=true"], "run_dir"),
