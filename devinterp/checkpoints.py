@@ -182,7 +182,9 @@ def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTra
     _check_readable(directory / CONFIG_FILE, step, lambda p: json.loads(p.read_text()))
     _check_readable(directory / WEIGHTS_FILE, step, _read_safetensors_header)
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory)
+        # eager attention, as built (see devinterp.models): the saved config does not keep the choice, and
+        # the fused kernel has no double backward (Hessian) nor vmap batching rule (SGLD chains)
+        model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager")
     except Exception as e:
         raise CheckpointError(directory, error_line(e), step) from None
     return model.to(device).eval()

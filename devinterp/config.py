@@ -76,6 +76,9 @@ class InductionTaskConfig(TaskConfig):
     # defaults seq_len // 4 and seq_len // 2.
     min_period: Optional[int] = None
     max_period: Optional[int] = None
+    # None: the block is uniform random tokens; a number: a walk of a fixed random bigram language,
+    # transition rows ~ Dirichlet(bigram_concentration) (devinterp.tasks.induction)
+    bigram_concentration: Optional[float] = None
 
 
 @dataclass
@@ -92,6 +95,22 @@ class TextTaskConfig(TaskConfig):
     seq_len: int = 128
     eval_size: int = 256
     eval_fraction: float = 0.1
+
+
+@dataclass
+class ModularTaskConfig(TaskConfig):
+    """a + b (mod modulus) as `[a, b, =, c]`, only c scored (devinterp.tasks.modular)."""
+
+    name: str = "modular"
+    modulus: int = 53
+    train_fraction: float = 0.3  # of the modulus² pairs; the rest is the held-out test set
+    seq_len: int = 4  # fixed by the format [a, b, =, c]
+    eval_size: int = 1_000_000  # at most this many held-out pairs (default: all of them)
+
+
+# Task schemas by `task.name` (to rebuild a run's task from its saved config.yaml).
+TASK_SCHEMAS = {"induction": InductionTaskConfig, "markov_icl": MarkovICLTaskConfig, "text": TextTaskConfig,
+                "modular": ModularTaskConfig}
 
 
 # ----------------------------------------------------------------------------- optim/
@@ -112,6 +131,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # adamw: added to √(second moment); larger values damp the huge steps Adam takes when gradients
+    # become tiny (e.g. near zero training loss), which otherwise cause loss spikes
+    eps: float = 1e-8
     momentum: float = 0.0  # sgd only
     warmup_steps: int = 0
     schedule: LRSchedule = LRSchedule.constant
@@ -229,6 +251,7 @@ def register_configs() -> None:
     cs.store(group="task", name="induction_schema", node=InductionTaskConfig)
     cs.store(group="task", name="markov_icl_schema", node=MarkovICLTaskConfig)
     cs.store(group="task", name="text_schema", node=TextTaskConfig)
+    cs.store(group="task", name="modular_schema", node=ModularTaskConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
     cs.store(group="checkpoints", name="checkpoints_schema", node=CheckpointConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
@@ -248,6 +271,8 @@ def task_vocab_size(task: TaskConfig) -> int:
         return task.vocab_size
     if isinstance(task, MarkovICLTaskConfig):
         return task.num_states
+    if isinstance(task, ModularTaskConfig):
+        return task.modulus + 1
     return 256  # text: bytes
 
 
@@ -280,6 +305,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
 def _validate_optim(optim: OptimConfig, steps: int) -> None:
     _require(optim.lr > 0, "optim.lr", optim.lr, "must be positive")
     _require(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "must be >= 0")
+    _require(optim.eps > 0, "optim.eps", optim.eps, "must be positive")
     _require(len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas), "optim.betas", list(optim.betas),
              "must be two numbers in [0, 1)")
     _require(0 <= optim.warmup_steps < steps, "optim.warmup_steps", optim.warmup_steps,
@@ -297,12 +323,21 @@ def _validate_task(task: TaskConfig) -> None:
             value = getattr(task, key)
             _require(value is None or 1 <= value < task.seq_len, f"task.{key}", value,
                      f"must be in [1, task.seq_len={task.seq_len})")
+        _require(task.bigram_concentration is None or task.bigram_concentration > 0, "task.bigram_concentration",
+                 task.bigram_concentration, "must be positive (or null: uniform tokens)")
         if task.min_period is not None and task.max_period is not None:
             _require(task.min_period <= task.max_period, "task.min_period", task.min_period,
                      f"must not exceed task.max_period={task.max_period}")
     elif isinstance(task, MarkovICLTaskConfig):
         _require(task.num_states >= 2, "task.num_states", task.num_states, "must be at least 2")
         _require(task.concentration > 0, "task.concentration", task.concentration, "must be positive")
+    elif isinstance(task, ModularTaskConfig):
+        _require(task.seq_len == 4, "task.seq_len", task.seq_len, "must be 4 for task=modular ([a, b, =, c])")
+        _require(task.modulus >= 2, "task.modulus", task.modulus, "must be at least 2")
+        _require(0 < task.train_fraction < 1, "task.train_fraction", task.train_fraction, "must be in (0, 1)")
+        num_train = round(task.train_fraction * task.modulus**2)
+        _require(0 < num_train < task.modulus**2, "task.train_fraction", task.train_fraction,
+                 f"leaves no training or no held-out pair of the {task.modulus ** 2}")
     elif isinstance(task, TextTaskConfig):
         path = Path(task.path)
         _require(path.is_file(), "task.path", task.path, "no such file")

@@ -33,11 +33,16 @@ BAD_CONFIGS = [
     (["model=bogus"], "model/bogus"),
     (["device=gpu"], "device"),
     (["optim.lr=-1"], "optim.lr=-1.0"),
+    (["optim.eps=0"], "optim.eps=0.0"),
     (["task=text"], "task.path"),
     (["task=text", "task.path=/does/not/exist.txt"], "task.path='/does/not/exist.txt'"),
     (["resume=true"], "run_dir"),
     (["callbacks=study", "callbacks.llc.step_size=-1"], "callbacks.llc.step_size=-1"),
     (["callbacks.loss.batch_size=0"], "callbacks.loss.batch_size=0"),
+    (["task.bigram_concentration=0"], "task.bigram_concentration=0.0"),
+    (["task=modular", "task.seq_len=5"], "task.seq_len=5"),
+    (["task=modular", "task.train_fraction=1.0"], "task.train_fraction=1.0"),
+    (["task=modular", "task.modulus=1"], "task.modulus=1"),
 ]
 
 

@@ -32,7 +32,7 @@ from devinterp.callbacks import Callback, CallbackRunner, RunData, training_samp
 from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
 from devinterp.analysis.progress import AnalysisProgress
 from devinterp.callbacks.progress import BAR_FORMAT
-from devinterp.config import ExecutorName, InductionTaskConfig, MarkovICLTaskConfig, TaskConfig, TextTaskConfig
+from devinterp.config import TASK_SCHEMAS, ExecutorName, TaskConfig
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status
 from devinterp.store.atomic import atomic_write_json
@@ -41,9 +41,6 @@ from devinterp.tasks import build_task
 
 log = logging.getLogger(__name__)
 ANALYSIS_STATUS_FILE = "analysis_status.json"
-_TASK_SCHEMAS = {"induction": InductionTaskConfig, "markov_icl": MarkovICLTaskConfig, "text": TextTaskConfig}
-
-
 @dataclass(frozen=True)
 class CheckpointJob:
     """Callbacks to run at one checkpoint (planned by the driver: they are due and not stored)."""
@@ -91,7 +88,7 @@ def load_run_data(run_dir: Path) -> RunData:
     """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed.
     Cached per process (every checkpoint job of a run needs the same); callers must not modify it."""
     config = run_config(run_dir)
-    schema = _TASK_SCHEMAS[config["task"]["name"]]
+    schema = TASK_SCHEMAS[config["task"]["name"]]
     task_cfg: TaskConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config["task"]))
     task = build_task(task_cfg, seed=config["seed"])
     eval_tokens = load_file(Path(run_dir) / EVAL_TOKENS_FILE)["tokens"]

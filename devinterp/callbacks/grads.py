@@ -7,6 +7,7 @@ import torch
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.weights import grouped_norms
+from devinterp.tasks.base import IGNORE_INDEX
 from devinterp.training.evaluate import DEFAULT_EVAL_BATCH
 
 
@@ -20,10 +21,10 @@ class GradsSettings:
 
 
 class GradsCallback(Callback):
-    """`grads/norm` and per-layer `grads/norm/<group>` of the mean next-token loss (nats) over
-    the first `num_samples` sequences of the fixed training sample, accumulated over batches of
-    `batch_size` (each weighted by its share of the sequences). The model's `.grad` fields are left
-    untouched."""
+    """`grads/norm` and per-layer `grads/norm/<group>` of the mean next-token loss (nats, over the
+    tokens the task scores) over the first `num_samples` sequences of the fixed training sample,
+    accumulated over batches of `batch_size` (each weighted by its share of the scored tokens). The
+    model's `.grad` fields are left untouched."""
 
     name = "grads"
     Settings = GradsSettings
@@ -31,11 +32,16 @@ class GradsCallback(Callback):
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
         tokens = ctx.train_tokens[: self.config.num_samples]
         named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
+        labels = ctx.task.labels(tokens)
+        scored = (labels[:, 1:] != IGNORE_INDEX).sum().clamp(min=1)
         totals = [torch.zeros_like(p) for _, p in named]
-        for chunk in tokens.split(self.config.batch_size):
-            chunk = chunk.to(ctx.device)
+        for chunk, chunk_labels in zip(tokens.split(self.config.batch_size), labels.split(self.config.batch_size)):
+            chunk, chunk_labels = chunk.to(ctx.device), chunk_labels.to(ctx.device)
+            share = float((chunk_labels[:, 1:] != IGNORE_INDEX).sum() / scored)
+            if share == 0:
+                continue
             with torch.enable_grad():
-                loss = ctx.model(chunk, labels=chunk).loss * (len(chunk) / len(tokens))
+                loss = ctx.model(chunk, labels=chunk_labels).loss * share
                 grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True, materialize_grads=True)
             for total, grad in zip(totals, grads):
                 total += grad

@@ -1,7 +1,7 @@
 """`hessian`: the loss Hessian's extreme eigenvalues, trace and near-zero spectral mass
 (see devinterp.hessian.hessian_spectrum), on the first `num_samples` sequences of the run's
-fixed training sample, split into batches of `batch_size` (loss: mean next-token cross-entropy,
-nats; eigenvalues in nats per unit parameter squared).
+fixed training sample, split into batches of `batch_size` (loss: mean next-token cross-entropy
+over the tokens the task scores, nats; eigenvalues in nats per unit parameter squared).
 
 Cost per checkpoint, in Hessian-vector products: the Lanczos steps until the top eigenvalues have
 converged (<= lanczos_steps; 13-30 on the default induction run) + trace_probes; with density_probes=1
@@ -58,7 +58,8 @@ class HessianCallback(Callback):
         from devinterp.hessian import hessian_spectrum
 
         c = self.config
-        batches = [(chunk,) for chunk in ctx.train_tokens[: c.num_samples].split(c.batch_size)]
+        tokens = ctx.train_tokens[: c.num_samples]
+        batches = list(zip(tokens.split(c.batch_size), ctx.task.labels(tokens).split(c.batch_size)))
         result = hessian_spectrum(ctx.model, next_token_loss, batches, top_k=c.top_k, bottom_k=c.bottom_k,
                                   trace_probes=c.trace_probes, density=c.density, density_probes=c.density_probes,
                                   lanczos_steps=c.lanczos_steps, seed=ctx.seed, tol=c.tol, bottom_tol=c.bottom_tol,

@@ -35,8 +35,8 @@ REFINED_MODES = ("none", "per_layer", "per_head")
 
 
 def next_token_loss(model, batch):
-    tokens = batch[0]
-    return model(tokens, labels=tokens).loss
+    """Mean next-token loss of a batch (tokens,) or (tokens, labels) (labels: see Task.labels)."""
+    return model(batch[0], labels=batch[-1]).loss
 
 
 @dataclass
@@ -153,7 +153,8 @@ class LLCCallback(Callback):
                 "table": result.table.to_dict(orient="records")}
 
     def _data(self, ctx: CallbackContext) -> TensorDataset:
-        return TensorDataset(ctx.train_tokens[: self.config.num_samples].cpu())
+        tokens = ctx.train_tokens[: self.config.num_samples].cpu()
+        return TensorDataset(tokens, ctx.task.labels(tokens))
 
     def _estimate(self, ctx: CallbackContext, settings: dict, params=None):
         from devinterp.slt import estimate_llc

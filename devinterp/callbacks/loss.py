@@ -1,10 +1,10 @@
-"""`loss`: held-out and training loss, per-position eval loss, the task's own summaries."""
+"""`loss`: held-out and training loss and accuracy, per-position eval loss, the task's own summaries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
-from devinterp.training.evaluate import DEFAULT_EVAL_BATCH, token_losses
+from devinterp.training.evaluate import DEFAULT_EVAL_BATCH, token_scores
 
 
 @dataclass
@@ -16,20 +16,25 @@ class LossSettings:
 
 
 class LossCallback(Callback):
-    """Scalars (nats): `eval/loss` (mean next-token loss on the fixed eval set), `train/fixed_loss`
-    (on the context's fixed training sample), plus the task's summaries (e.g.
-    `eval/loss_repeated`, `eval/icl_score`). Array: `eval/loss_by_position` (seq_len - 1,), the
-    mean loss of predicting token t+1 at column t."""
+    """Scalars: `eval/loss` (nats) and `eval/accuracy` on the fixed eval set, `train/fixed_loss` and
+    `train/fixed_accuracy` on the context's fixed training sample, each over the tokens the task
+    scores (`Task.labels`; accuracy: argmax prediction right), plus the task's summaries of the
+    per-token eval losses (e.g. `eval/loss_repeated`, `eval/icl_score`). Array:
+    `eval/loss_by_position` (seq_len - 1,), the mean scored loss of predicting token t+1 at column t
+    (NaN at a column the task does not score)."""
 
     name = "loss"
     Settings = LossSettings
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
-        eval_losses = token_losses(ctx.model, ctx.eval_tokens, self.config.batch_size)
-        train_losses = token_losses(ctx.model, ctx.train_tokens, self.config.batch_size)
+        size = self.config.batch_size
+        evaluation = token_scores(ctx.model, ctx.eval_tokens, ctx.task.labels(ctx.eval_tokens), size)
+        training = token_scores(ctx.model, ctx.train_tokens, ctx.task.labels(ctx.train_tokens), size)
         scalars = {
-            "eval/loss": float(eval_losses.mean()),
-            "train/fixed_loss": float(train_losses.mean()),
-            **ctx.task.eval_metrics(eval_losses),
+            "eval/loss": evaluation.mean_loss(),
+            "eval/accuracy": evaluation.accuracy(),
+            "train/fixed_loss": training.mean_loss(),
+            "train/fixed_accuracy": training.accuracy(),
+            **ctx.task.eval_metrics(evaluation.losses),
         }
-        return CallbackOutput(scalars, {"eval/loss_by_position": eval_losses.mean(0).numpy()})
+        return CallbackOutput(scalars, {"eval/loss_by_position": evaluation.loss_by_position().numpy()})

@@ -5,6 +5,10 @@ A task is a source of token sequences for next-token prediction:
   a pure function of (task seed, step) so a resumed run sees exactly the batches it would have;
 - `eval_tokens()`: the fixed held-out evaluation set (eval_size, seq_len), the same for every
   checkpoint of a run so analyses compare like with like;
+- `labels(tokens)`: which tokens the loss scores, as Hugging Face labels of the same shape: the
+  tokens themselves where scored, IGNORE_INDEX (-100) elsewhere. Every loss of a run (training
+  step, eval and training-sample losses, gradients, Hessian, LLC) is the mean next-token
+  cross-entropy over the scored tokens only. `NextTokenTask` provides the default: every token;
 - `eval_metrics(token_losses)`: task-specific summaries of the per-token eval losses.
 """
 from __future__ import annotations
@@ -24,10 +28,26 @@ class Task(Protocol):
 
     def eval_tokens(self) -> torch.Tensor: ...
 
+    def labels(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
     def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]: ...
 
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1
+IGNORE_INDEX = -100  # label of a token the loss does not score (torch / Hugging Face convention)
+
+
+class NextTokenTask:
+    """Mixin: the default `labels`, scoring every next token of a sequence."""
+
+    def labels(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+
+# Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
+# modular train/test split, the bigram language of induction filler).
+# Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
+# modular train/test split, the bigram language of the induction filler).
+TRAIN_STREAM, EVAL_STREAM, STRUCTURE_STREAM = 0, 1, 2
 
 
 def derived_generator(*key: int) -> torch.Generator:

@@ -6,25 +6,42 @@ copy cannot be found by position alone: predicting it needs an induction circuit
 previous occurrence of the current token, copy the token that followed it), which takes two
 attention layers. The first block stays unpredictable (loss near log(vocab_size)); the loss on
 the repeats drops sharply once the circuit forms (the induction bump).
+
+With `bigram_concentration` set, the block is not uniform but a walk of a fixed random bigram
+"language": a Markov chain whose transition rows are drawn once per task seed from
+Dirichlet(bigram_concentration) (smaller: more predictable), the first token uniform. The block
+then has n-gram structure a model can learn before (and besides) induction, as in natural text.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, derived_generator, icl_score
+from devinterp.tasks.base import EVAL_STREAM, STRUCTURE_STREAM, TRAIN_STREAM, NextTokenTask, derived_generator, icl_score
 
 
 @dataclass(frozen=True)
-class InductionTask:
+class InductionTask(NextTokenTask):
     vocab_size: int
     seq_len: int
     seed: int
     eval_size: int = 512
     min_period: int | None = None  # default seq_len // 4
     max_period: int | None = None  # default seq_len // 2
+    bigram_concentration: float | None = None  # None: uniform block; else a fixed bigram language
     name: str = "induction"
+    transitions: torch.Tensor | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        transitions = None
+        if self.bigram_concentration is not None:
+            if self.bigram_concentration <= 0:
+                raise ValueError(f"bigram_concentration={self.bigram_concentration} must be positive")
+            concentration = torch.full((self.vocab_size, self.vocab_size), float(self.bigram_concentration))
+            gamma = torch._standard_gamma(concentration, generator=derived_generator(self.seed, STRUCTURE_STREAM))
+            transitions = gamma / gamma.sum(-1, keepdim=True)  # row i: P(next token | token i)
+        object.__setattr__(self, "transitions", transitions)
 
     @property
     def periods(self) -> tuple[int, int]:
@@ -37,6 +54,9 @@ class InductionTask:
         low, high = self.periods
         periods = torch.randint(low, high + 1, (batch_size,), generator=generator)
         block = torch.randint(0, self.vocab_size, (batch_size, high), generator=generator)
+        if self.transitions is not None:
+            for t in range(1, high):
+                block[:, t] = torch.multinomial(self.transitions[block[:, t - 1]], 1, generator=generator).squeeze(1)
         positions = torch.arange(self.seq_len)
         source = positions[None, :] % periods[:, None]  # position t copies position t mod period
         return block.gather(1, source), periods

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, derived_generator, icl_score
+from devinterp.tasks.base import EVAL_STREAM, NextTokenTask, TRAIN_STREAM, derived_generator, icl_score
 
 
 @dataclass(frozen=True)
-class MarkovICLTask:
+class MarkovICLTask(NextTokenTask):
     num_states: int
     seq_len: int
     seed: int

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, derived_generator
+from devinterp.tasks.base import EVAL_STREAM, NextTokenTask, TRAIN_STREAM, derived_generator
 
 BYTE_VOCAB = 256
 
 
 @dataclass(frozen=True)
-class TextTask:
+class TextTask(NextTokenTask):
     path: str
     seq_len: int
     seed: int

@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
         step_started = time.perf_counter()
         model.train()
         tokens = task.train_batch(step, cfg.batch_size).to(device)
-        loss = model(tokens, labels=tokens).loss
+        loss = model(tokens, labels=task.labels(tokens)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip is not None:

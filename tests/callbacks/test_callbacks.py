@@ -10,7 +10,7 @@ from devinterp.config import ConfigError
 from devinterp.models import AttnOnlyConfig, AttnOnlyTransformer
 from devinterp.store import read_metrics
 from devinterp.store.results import ResultStore
-from devinterp.tasks import InductionTask
+from devinterp.tasks import InductionTask, ModularAdditionTask
 
 
 def test_schedule_due_steps():
@@ -136,6 +136,14 @@ def test_weights_and_grads_callbacks():
     assert {"weights/norm/blocks.0", "weights/norm/blocks.1", "weights/norm/embed"}.issubset(groups)
     assert weights["weights/norm"] == pytest.approx(sum(weights[g] ** 2 for g in groups) ** 0.5)
 
+    assert weights["weights/ln_gain"] == pytest.approx(1.0)
+    with torch.no_grad():
+        model.blocks[1].ln.weight.mul_(-3.0)
+    gains = WeightsCallback().on_checkpoint(ctx).scalars
+    assert gains["weights/ln_gain/blocks.1.ln"] == pytest.approx(3.0)
+    assert gains["weights/ln_gain/blocks.0.ln"] == pytest.approx(1.0)
+    assert gains["weights/ln_gain"] == pytest.approx(5.0 / 3.0)  # blocks.0.ln, blocks.1.ln, ln_final
+
     grads = GradsCallback(num_samples=16).on_checkpoint(ctx).scalars
     tokens = ctx.train_tokens
     loss = model(tokens, labels=tokens).loss
@@ -222,3 +230,67 @@ def test_refined_llc_per_head_and_per_layer(refined, labels):
     assert output.arrays["llc/loss_trace"].shape == (2, 5)
     for label in labels:
         assert np.isfinite(output.scalars[f"llc/{label}/mean"])
+
+
+class AnswerOracle(torch.nn.Module):
+    """Modular addition: certain of (a + b) mod p at the `=` position, uniform everywhere else."""
+
+    def __init__(self, modulus):
+        super().__init__()
+        self.modulus = modulus
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens):
+        logits = torch.zeros(*tokens.shape, self.modulus + 1)
+        answers = (tokens[:, 0] + tokens[:, 1]) % self.modulus
+        logits[torch.arange(len(tokens)), 2, answers] = 30.0
+        return SimpleNamespace(logits=logits)
+
+
+def modular_context(model):
+    task = ModularAdditionTask(modulus=5, seed=0, train_fraction=0.6)
+    return CallbackContext(0, model, task, task.eval_tokens(), task.train_batch(0, 10**6), torch.device("cpu"), 0)
+
+
+def test_loss_callback_scores_only_the_tokens_the_task_labels():
+    output = LossCallback().on_checkpoint(modular_context(AnswerOracle(5)))
+    scalars = output.scalars
+    assert scalars["eval/loss"] < 1e-6 and scalars["train/fixed_loss"] < 1e-6  # a, b and = are not scored
+    assert scalars["eval/accuracy"] == 1.0 and scalars["train/fixed_accuracy"] == 1.0
+    by_position = output.arrays["eval/loss_by_position"]
+    assert np.isnan(by_position[:2]).all() and by_position[2] < 1e-6
+    # every token scored: the mean over all columns
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1)).eval()
+    ctx = context(model)
+    expected = model(ctx.eval_tokens, labels=ctx.eval_tokens).loss.detach()
+    assert LossCallback().on_checkpoint(ctx).scalars["eval/loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_grads_hessian_and_llc_use_the_tasks_labels(monkeypatch):
+    import devinterp.hessian
+    from devinterp.callbacks.hessian import HessianCallback
+    from devinterp.callbacks.llc import LLCCallback
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=6, n_ctx=4, d_model=8, n_heads=2, n_layers=1)).eval()
+    ctx = modular_context(model)
+    tokens = ctx.train_tokens
+    answer_loss = model(tokens, labels=ctx.task.labels(tokens)).loss
+    assert float(answer_loss) != pytest.approx(float(model(tokens, labels=tokens).loss), rel=1e-3)
+
+    expected = torch.cat([g.flatten() for g in torch.autograd.grad(answer_loss, list(model.parameters()))]).norm()
+    grads = GradsCallback(num_samples=len(tokens)).on_checkpoint(ctx).scalars
+    assert grads["grads/norm"] == pytest.approx(float(expected), rel=1e-5)
+
+    llc = LLCCallback(num_chains=2, num_draws=2, num_samples=len(tokens), batch_size=4).on_checkpoint(ctx)
+    assert llc.scalars["llc/init_loss"] == pytest.approx(float(answer_loss), rel=1e-5)
+
+    seen = []
+
+    def spy(model, loss_fn, batches, **kwargs):
+        seen.extend(float(loss_fn(model, batch)) * len(batch[0]) for batch in batches)
+        raise RuntimeError("spied")
+
+    monkeypatch.setattr(devinterp.hessian, "hessian_spectrum", spy)
+    with pytest.raises(RuntimeError, match="spied"):
+        HessianCallback(num_samples=len(tokens), batch_size=4).on_checkpoint(ctx)
+    assert sum(seen) / len(tokens) == pytest.approx(float(answer_loss), rel=1e-5)

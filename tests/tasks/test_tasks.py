@@ -2,7 +2,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devinterp.tasks import InductionTask, MarkovICLTask, TextTask, derived_generator
+import pytest
+
+from devinterp.tasks import IGNORE_INDEX, InductionTask, MarkovICLTask, ModularAdditionTask, TextTask, derived_generator
 
 
 @settings(max_examples=25, deadline=None)
@@ -74,3 +76,59 @@ def test_text_task_windows_come_from_the_right_split(tmp_path):
         assert any(torch.equal(data[s : s + 16], window) for s in range(start, task.split - 15, 256))
     # consecutive bytes: each window is a contiguous slice
     assert torch.all((held_out[:, 1:] - held_out[:, :-1]) % 256 == 1)
+
+
+def test_modular_split_partitions_all_pairs():
+    task = ModularAdditionTask(modulus=7, seed=0, train_fraction=0.3)
+    train, test = task.train_batch(0, 10**6), task.eval_tokens()
+    assert task.vocab_size == 8 and train.shape == (15, 4) and test.shape == (34, 4)  # round(0.3 * 49) = 15
+    pairs = {tuple(row[:2]) for row in torch.cat([train, test]).tolist()}
+    assert len(pairs) == 49  # every pair exactly once: disjoint, and nothing missing
+    for a, b, equals, c in torch.cat([train, test]).tolist():
+        assert equals == 7 and c == (a + b) % 7
+    other_seed = ModularAdditionTask(modulus=7, seed=1, train_fraction=0.3).train_batch(0, 10**6)
+    assert not torch.equal(train, other_seed)
+    assert torch.equal(ModularAdditionTask(modulus=7, seed=0, train_fraction=0.3, eval_size=5).eval_tokens(), test[:5])
+
+
+def test_modular_batches_are_the_training_set_or_a_subset_of_it():
+    task = ModularAdditionTask(modulus=11, seed=0, train_fraction=0.5)
+    full = task.train_batch(0, 10**6)
+    assert torch.equal(task.train_batch(123, len(full)), full)  # full batch: the same every step
+    training_pairs = {tuple(row) for row in full.tolist()}
+    batch = task.train_batch(5, 20)
+    assert batch.shape == (20, 4) and {tuple(row) for row in batch.tolist()} <= training_pairs
+    assert len({tuple(row) for row in batch.tolist()}) == 20  # without replacement
+    assert torch.equal(batch, task.train_batch(5, 20)) and not torch.equal(batch, task.train_batch(6, 20))
+
+
+def test_labels_score_only_the_answer_of_modular_and_every_token_elsewhere():
+    task = ModularAdditionTask(modulus=5, seed=0)
+    tokens = task.train_batch(0, 4)
+    labels = task.labels(tokens)
+    assert (labels[:, :3] == IGNORE_INDEX).all() and torch.equal(labels[:, 3], tokens[:, 3])
+    induction = InductionTask(vocab_size=8, seq_len=8, seed=0)
+    tokens = induction.train_batch(0, 3)
+    assert torch.equal(induction.labels(tokens), tokens)
+
+
+@pytest.mark.parametrize("kwargs", [dict(modulus=1), dict(modulus=5, train_fraction=1.0),
+                                    dict(modulus=3, train_fraction=0.01)])
+def test_modular_rejects_empty_splits(kwargs):
+    with pytest.raises(ValueError):
+        ModularAdditionTask(seed=0, **kwargs)
+
+
+def test_bigram_filler_walks_a_fixed_sparse_language():
+    task = InductionTask(vocab_size=6, seq_len=40, seed=0, min_period=20, max_period=20, bigram_concentration=0.05)
+    assert torch.allclose(task.transitions.sum(1), torch.ones(6))
+    assert torch.equal(task.transitions, InductionTask(vocab_size=6, seq_len=40, seed=0,
+                                                       bigram_concentration=0.05).transitions)
+    blocks = task.train_batch(0, 200)[:, :20]
+    seen = torch.zeros(6, 6)
+    seen.index_put_((blocks[:, :-1].reshape(-1), blocks[:, 1:].reshape(-1)), torch.ones(1), accumulate=True)
+    # the walk only uses likely transitions: sparse rows, most of the 36 bigrams never occur
+    assert (seen > 0).sum() < 0.6 * 36
+    assert ((seen > 0) <= (task.transitions > 1e-4)).all()
+    uniform = InductionTask(vocab_size=6, seq_len=40, seed=0, min_period=20, max_period=20)
+    assert uniform.transitions is None and not torch.equal(uniform.train_batch(0, 200), task.train_batch(0, 200))

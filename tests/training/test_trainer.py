@@ -162,6 +162,8 @@ def test_other_tasks_and_models_train(tmp_path, tiny_overrides, experiment):
     metrics = read_metrics(result.run_dir)
     assert metric_series(metrics, "eval/loss").notna().all()
     assert checkpoints.latest_step(result.run_dir) == 10
+    # reloaded as built: eager attention (the fused kernel has no double backward for the Hessian)
+    assert checkpoints.load(result.run_dir, 10).config._attn_implementation == "eager"
 
 
 def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
@@ -212,3 +214,19 @@ def test_live_runs_call_the_callback_hooks(tmp_path, tiny_overrides, monkeypatch
     train(tiny_overrides)
     assert calls[0][0] == "start" and calls[-1] == ("end",)
     assert [c[1] for c in calls if c[0] == "step"] == list(range(30))
+
+
+def test_grokking_trains_full_batch_on_the_training_pairs(tmp_path):
+    from devinterp.analysis.posthoc import load_run_data
+
+    result = train(["experiment=grokking", "task.modulus=11", "task.train_fraction=0.5", "model.d_model=16",
+                    "steps=6", "checkpoints.log=0", "checkpoints.linear=3", "callbacks=[loss]", "progress=false",
+                    "log_every=1", f"runs_root={tmp_path}"])
+    metrics = read_metrics(result.run_dir)
+    # full batch over the training pairs, only the answer scored: the step-0 batch loss is the
+    # loss on the run's fixed training sample
+    assert metric_series(metrics, "train/loss").loc[0] == pytest.approx(metric_series(metrics, "train/fixed_loss").loc[0],
+                                                                          rel=1e-5)
+    assert metric_series(metrics, "eval/accuracy").between(0, 1).all()
+    data = load_run_data(result.run_dir)
+    assert len(data.train_tokens) == 60 and len(data.eval_tokens) == 61  # round(0.5 * 121) pairs train
