@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(compose_train_config(overrides), overrides)
     report(result)
     study = build_report(result.run_dir)
-    print("\nDevelopmental stages (type A: LLC up, loss down; type B: LLC down, loss flat):")
+    print("\nDevelopmental stages (type A: LLC rises; type B: LLC falls; the loss change is in the evidence):")
     print_stages(study.stages)
     for note in study.notes:
         print(f"note: {note}")

@@ -162,8 +162,10 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Developmental stages of {html.escape(str(run_dir))}</h1>
 <p>Stage boundaries are critical points of the smoothed LLC curve against ln(step + 1). <b style="color:#1f77b4">Type A</b>:
-LLC rises (complexity grows), loss usually falls. <b style="color:#ff7f0e">Type B</b>: LLC falls while the loss
-changes little. Confidence: posterior probability that the LLC moved in the stage's direction.</p>
+LLC rises significantly (complexity grows). <b style="color:#ff7f0e">Type B</b>: LLC falls significantly (the model
+simplifies). The type comes from the sign of the LLC change (Hoogland et al. 2024); the loss change is evidence, given
+beside it as a fraction of the loss's range. Confidence: posterior probability that the LLC moved in the stage's
+direction.</p>
 <table><tr><th>#</th><th>type</th><th>start step</th><th>end step</th><th>LLC</th><th>loss</th><th>confidence</th><th>evidence</th></tr>{rows}</table>
 <p>Essential-dynamics boundary candidates (steps): {ed}</p>
 <ul>{notes}</ul>

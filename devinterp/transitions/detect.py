@@ -12,12 +12,15 @@ Pipeline of `detect_transitions`:
    posterior slope dλ̂/d ln(step+1) crosses zero or falls to a plateau. Rising/falling stretches
    shorter than ``min_stage_length`` (in ln-step units) or whose change is not significant at
    ``min_confidence`` are not reported (their boundaries are dropped, not flagged).
-4. Snap each boundary to the nearest step at which the LLC was logged, and classify each stage:
+4. Snap each boundary to the nearest step at which the LLC was logged, and classify each stage by
+   the direction of a significant LLC change (Hoogland et al. 2024 type stages by the sign of the
+   LLC change; the loss is evidence, not a gate):
    - ``'A'``: the LLC rises (significantly);
-   - ``'B'``: the LLC falls (significantly) and the smoothed loss changes by at most
-     ``loss_flat_tol`` times the range of the smoothed loss over the analysed steps;
-   - ``'other'``: an LLC plateau (no significant change), or a falling LLC while the loss changes
-     a lot. Without a loss column a falling LLC is labelled 'B' and the evidence says so.
+   - ``'B'``: the LLC falls (significantly);
+   - ``'other'``: an LLC plateau (no significant change).
+   The evidence gives the loss change, as a fraction of the smoothed loss's range and beside the
+   LLC change as a fraction of the LLC's range, and flags what is atypical: a B whose loss moved
+   more than ``loss_flat_tol`` of its range, an A whose loss rose.
 5. Attach supporting evidence: LLC and loss changes, and the events of `signals` (loss
    bumps/drops, jumps of an in-context-learning or prefix-matching score) within the stage, and
    how many unhealthy LLC estimates it holds (left out of, or down-weighted in, the fit of step 2).
@@ -144,7 +147,8 @@ def detect_transitions(
         the LLC moved in its direction across it is at least this (default 0.999, z >= 3.09).
     z_slope: posterior z-score a slope needs to count as rising/falling at a point.
     plateau_rel: slopes below this fraction of the largest |slope| count as a plateau.
-    loss_flat_tol: 'B' needs |Δ smoothed loss| <= this fraction of the smoothed loss's range.
+    loss_flat_tol: a B stage whose smoothed loss moved more than this fraction of its range is flagged
+        in the evidence (it stays B: the type comes from the LLC).
     min_points: a plateau stage at either end with fewer logged LLC steps is merged inward.
     min_lengthscale, max_points: smoothing settings (see `smoothing.fit_gp`).
     """
@@ -189,6 +193,8 @@ def detect_transitions(
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(delta_sd > 0, delta / delta_sd, np.sign(delta) * np.inf)
     z = np.nan_to_num(z, nan=0.0)
+    llc_range = float(np.ptp(llc_fit.predict(np.linspace(float(log_step(steps).min()), float(log_step(steps).max()),
+                                                          512))[0]))
 
     loss_fit = None
     loss_at = np.full(len(bounds), np.nan)
@@ -214,12 +220,7 @@ def detect_transitions(
         start, end = bounds[i], bounds[i + 1]
         d_loss = loss_at[i + 1] - loss_at[i]
         loss_flat = bool(np.isfinite(d_loss) and abs(d_loss) <= loss_flat_tol * loss_range)
-        if direction > 0:
-            kind = "A"
-        elif direction < 0:
-            kind = "B" if (loss_fit is None or loss_flat) else "other"
-        else:
-            kind = "other"
+        kind = "A" if direction > 0 else "B" if direction < 0 else "other"
         ev = [f"LLC {llc_at[i]:.4g} -> {llc_at[i + 1]:.4g} (change {delta[i]:+.3g}, z={z[i]:+.1f})"]
         if direction == 0:
             ev.append("LLC plateau (no significant monotone change)")
@@ -227,9 +228,12 @@ def detect_transitions(
             ev.append("no loss column: type from the LLC only")
         else:
             frac = abs(d_loss) / loss_range if loss_range > 0 else 0.0
-            ev.append(f"loss {d_loss:+.3g} ({frac:.0%} of the loss range)")
+            llc_frac = abs(delta[i]) / llc_range if llc_range > 0 else 0.0
+            ev.append(f"loss {d_loss:+.3g} ({frac:.0%} of the loss range; the LLC moved {llc_frac:.0%} of its range)")
             if direction > 0 and d_loss > 0 and not loss_flat:
                 ev.append("loss rises (atypical for type A)")
+            if direction < 0 and not loss_flat:
+                ev.append(f"loss moved more than {loss_flat_tol:.0%} of its range (a B with a moving loss)")
         last = i == n - 1
         inside = events[(events["step"] >= start) & ((events["step"] < end) | (last & (events["step"] <= end)))]
         ev.extend(f"{r.name} {r.kind} at step {int(r.step)} (z={float(r.z):+.1f})" for r in inside.itertuples())

@@ -106,12 +106,17 @@ def test_same_input_same_output_and_input_not_mutated():
     pd.testing.assert_frame_equal(df, before)
 
 
-def test_type_b_needs_a_flat_loss():
+def test_type_comes_from_the_llc_and_the_loss_is_evidence():
+    """A falling LLC is B whatever the loss does (Hoogland et al. 2024); a moving loss is flagged."""
     knots, llc = (0, 100, 2000), (2.0, 10.0, 4.0)
     flat_loss = make_run(knots, llc, (6.0, 3.0, 2.95), ("A", "B"), llc_noise=NOISE, seed=1)
-    moving_loss = make_run(knots, llc, (6.0, 3.0, 1.0), ("A", "other"), llc_noise=NOISE, seed=1)
-    assert tuple(detect_transitions(flat_loss.wide(), llc_std="llc/std")["type"]) == ("A", "B")
-    assert tuple(detect_transitions(moving_loss.wide(), llc_std="llc/std")["type"]) == ("A", "other")
+    moving_loss = make_run(knots, llc, (6.0, 3.0, 1.0), ("A", "B"), llc_noise=NOISE, seed=1)
+    flat = detect_transitions(flat_loss.wide(), llc_std="llc/std")
+    moving = detect_transitions(moving_loss.wide(), llc_std="llc/std")
+    assert tuple(flat["type"]) == ("A", "B") and tuple(moving["type"]) == ("A", "B")
+    assert "a B with a moving loss" not in flat["evidence"].iloc[1]
+    assert "a B with a moving loss" in moving["evidence"].iloc[1]
+    assert "of the loss range; the LLC moved" in moving["evidence"].iloc[1]
     # without a loss column the type comes from the LLC alone, and the evidence says so
     no_loss = detect_transitions(moving_loss.wide(), llc_std="llc/std", loss=None)
     assert tuple(no_loss["type"]) == ("A", "B")
