@@ -16,8 +16,9 @@ bound (`devinterp.slt.geometry`) and applies this rule:
    measured: λ̂ settles within 0.2–0.3 of it); draws: enough for ESS ≥ 100 and a standard error
    ≤ `target_stderr` × λ̂, judged from a probe.
 5. h and the noise are measured at w* and again where probe chains end up (at a singular w* both can
-   be far smaller than a short way off); ε and the batch are recomputed until they stop changing. A
-   probe whose chains diverge caps ε at a quarter of its step size.
+   be far smaller than a short way off); ε and the batch are recomputed until h stops growing (and
+   the noise, where it is within a factor 2 of its target). A probe whose chains diverge caps ε at a
+   quarter of its step size.
 
 When `max_steps` cannot hold the burn-in at the rule's ε, ε is raised to fit and `problems` says by
 how much the rule is exceeded (with a warning); likewise for noise above its target.
@@ -138,7 +139,10 @@ def calibrate(
             continue
         new_curvature = max(curvature, top_curvature(problem, data, seed, weights=final, num_samples=curvature_samples))
         new_noise = max(noise_scale, d["noise_scale"])
-        grew = new_curvature > curvature * (1 + CONVERGED_CHANGE) or new_noise > noise_scale * (1 + CONVERGED_CHANGE)
+        # Noise growth needs another round only where the noise matters: near its target at this choice.
+        noise_matters = noise_ratio(new_noise, choice.step_size, nbeta, choice.batch_size, n) > NOISE_TARGET / 2
+        grew = (new_curvature > curvature * (1 + CONVERGED_CHANGE)
+                or (noise_matters and new_noise > noise_scale * (1 + CONVERGED_CHANGE)))
         curvature, noise_scale = new_curvature, new_noise
         if not grew and not is_trending(probe.mean, d) and not d["num_diverged"]:
             break
