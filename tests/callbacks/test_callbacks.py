@@ -271,6 +271,8 @@ def test_grads_hessian_and_llc_use_the_tasks_labels(monkeypatch):
     from devinterp.callbacks.hessian import HessianCallback
     from devinterp.callbacks.llc import LLCCallback
 
+    # A fixed init: at a random one the two losses below (both near log 6) can agree to 0.1 %.
+    torch.manual_seed(1)
     model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=6, n_ctx=4, d_model=8, n_heads=2, n_layers=1)).eval()
     ctx = modular_context(model)
     tokens = ctx.train_tokens
