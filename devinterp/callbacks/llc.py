@@ -104,7 +104,7 @@ class LLCCallback(Callback):
 
     def __init__(self, schedule=None, **settings):
         super().__init__(schedule, **settings)
-        self._calibration: dict | None = None  # cached record (in memory only without a run directory)
+        self._calibrations: dict = {}  # run directory (None: in memory only) -> its calibration record
 
     def settings_for(self, ctx: CallbackContext) -> dict:
         """The `estimate_llc` settings at this checkpoint: explicit, or the run's calibration."""
@@ -125,16 +125,17 @@ class LLCCallback(Callback):
         """The run's calibration record, made at this checkpoint if it is the reference one."""
         from devinterp.store.calibration import read_calibration, write_calibration
 
-        if self._calibration is None and ctx.run_dir is not None:
-            self._calibration = read_calibration(ctx.run_dir, self.name, self.settings_hash)
-        if self._calibration is None:
+        record = self._calibrations.get(ctx.run_dir)
+        if record is None and ctx.run_dir is not None:
+            record = read_calibration(ctx.run_dir, self.name, self.settings_hash)
+        if record is None:
             if ctx.run_dir is not None and not is_reference_step(ctx):
                 raise Deferred("the LLC's calibration waits for its reference checkpoint")
             record = self._calibrate(ctx)
             if ctx.run_dir is not None:
                 record = write_calibration(ctx.run_dir, self.name, self.settings_hash, record)
-            self._calibration = record
-        return self._calibration
+        self._calibrations[ctx.run_dir] = record
+        return record
 
     def _calibrate(self, ctx: CallbackContext) -> dict:
         from devinterp.slt import calibrate
