@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from devinterp.report import figures
+from devinterp.slt.llc import MAX_NOISE_RATIO, MAX_RHAT, MIN_ESS, is_trending
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import read_metrics_and_problems
@@ -79,11 +80,15 @@ def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
     if healthy in wide.columns and (wide[healthy] < 0.5).any():
         bad = wide[wide[healthy] < 0.5]
         prefix = llc.rsplit("/", 1)[0]
-        checks = {"R̂ > 1.1": bad.get(f"{prefix}/rhat", pd.Series(dtype=float)) > 1.1,
-                  "ESS < 100": bad.get(f"{prefix}/ess", pd.Series(dtype=float)) < 100,
-                  "still trending": bad.get(f"{prefix}/trend", pd.Series(dtype=float)) > 0.5,
-                  "diverged chains": bad.get(f"{prefix}/num_diverged", pd.Series(dtype=float)) > 0,
-                  "minibatch noise above its bound": bad.get(f"{prefix}/noise_ratio", pd.Series(dtype=float)) > 0.1}
+
+        def column(name: str) -> pd.Series:
+            return bad.get(f"{prefix}/{name}", pd.Series(dtype=float))
+
+        checks = {f"R̂ > {MAX_RHAT:g}": column("rhat") > MAX_RHAT, f"ESS < {MIN_ESS:g}": column("ess") < MIN_ESS,
+                  "still trending": pd.Series([is_trending(m, {"trend": t, "trend_z": z}) for m, t, z in
+                                               zip(column("mean"), column("trend"), column("trend_z"))], dtype=bool),
+                  "diverged chains": column("num_diverged") > 0,
+                  "minibatch noise above its bound": column("noise_ratio") > MAX_NOISE_RATIO}
         counts = ", ".join(f"{name} at {int(hit.sum())}" for name, hit in checks.items() if hit.sum())
         notes.append(f"{len(bad)} of {len(wide)} LLC estimates are not healthy (hollow markers; {counts or 'see llc/*'}): "
                      f"steps {', '.join(str(int(s)) for s in bad.index)}. Stage detection down-weights them "
