@@ -1,9 +1,26 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores:
+# torch's default of one thread per core in every worker would oversubscribe the machine.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first, the longest (`@pytest.mark.slow(seconds=...)`, a rough single-core estimate)
+    leading, so parallel workers start on them and none is left running alone at the end."""
+    def order(item):
+        slow = item.get_closest_marker("slow")
+        return (slow is None, -(slow.kwargs.get("seconds", 0) if slow else 0))
+
+    items.sort(key=order)
+
 
 # Small, fast training configs shared by the trainer and CLI tests.
 TINY = ["steps=30", "checkpoints.log=4", "checkpoints.linear=4", "progress=false",
