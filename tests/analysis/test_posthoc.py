@@ -52,7 +52,8 @@ def test_changed_settings_add_entries_instead_of_overwriting(trained, tmp_path):
     assert everything[everything.callback == "induction"]["settings"].nunique() == 2
 
 
-@pytest.mark.parametrize("executor", [ExecutorName.process, pytest.param(ExecutorName.ray, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", [ExecutorName.process, ExecutorName.ray])
 def test_parallel_executors_match_serial(trained, tmp_path, executor):
     """Bit-for-bit equal. Workers run one torch thread each (a pool shares the cores), so the
     serial reference does too: summation order, not the executor, is what could differ."""

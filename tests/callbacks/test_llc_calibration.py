@@ -62,6 +62,7 @@ def test_live_run_calibrates_once_after_the_initial_plateau(tmp_path, tiny_overr
     np.testing.assert_allclose(llc_series(copy).sort_index(), llc_series(run_dir).sort_index(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_posthoc_calibrates_on_the_last_checkpoint(small_runs, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(small_runs[1], run_dir)

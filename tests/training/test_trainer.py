@@ -36,6 +36,7 @@ def assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_short_run_learns_induction(tmp_path):
     result = train([*INDUCTION_FAST, f"runs_root={tmp_path}"])
     metrics = read_metrics(result.run_dir)

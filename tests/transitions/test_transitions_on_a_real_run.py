@@ -7,10 +7,10 @@ from devinterp.train import compose_train_config, run
 from devinterp.transitions import detect_transitions
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=150)
 def test_induction_bump_is_inside_a_type_a_stage(tmp_path):
     overrides = ["steps=600", "checkpoints.log=30", "checkpoints.linear=15", "task.eval_size=128",
-                 "callbacks=[loss,induction,llc]", "callbacks.llc.schedule.checkpoint_stride=2",
+                 "callbacks=[loss,induction,llc]", "callbacks.llc.schedule.checkpoint_stride=3", "callbacks.llc.num_chains=2",
                  "callbacks.llc.step_size=1e-3",  # explicit (calibration has its own tests): cheap chains
                  "progress=false", f"run_dir={tmp_path / 'run'}"]
     result = run(compose_train_config(overrides), overrides)
