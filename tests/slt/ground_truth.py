@@ -100,7 +100,7 @@ def build_case(case: GroundTruthCase, dtype: torch.dtype = torch.float64):
             layer.weight.copy_(weight)
     optimum = float(half_squared_error(model, data.tensors).detach())
     grad_norm = train_to_minimum(model, half_squared_error, data, tol=1e-12)
-    if grad_norm >= MAX_GRAD_NORM or float(half_squared_error(model, data.tensors)) > optimum + 1e-10:
+    if grad_norm >= MAX_GRAD_NORM or float(half_squared_error(model, data.tensors).detach()) > optimum + 1e-10:
         raise RuntimeError(f"{case.name}: not at the minimizer (gradient norm {grad_norm:.2e})")
     if dtype != torch.float64:
         model = model.to(dtype)
