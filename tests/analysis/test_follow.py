@@ -15,6 +15,7 @@ from devinterp.checkpoints import checkpoints_dir, step_dirname
 from devinterp.store import read_metrics
 from devinterp.store.run_dir import write_status
 from devinterp.train import compose_train_config, run
+from tests.helpers import callback_rows
 
 BASE = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "task.vocab_size=16",
         "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
@@ -23,12 +24,6 @@ BASE = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false
 
 def callbacks():
     return [LossCallback(), WeightsCallback()]
-
-
-def callback_rows(run_dir):
-    frame = read_metrics(run_dir)
-    frame = frame[frame.callback != "train"]
-    return frame.sort_values(["step", "name"]).reset_index(drop=True)[["step", "name", "value", "callback"]]
 
 
 @pytest.fixture(scope="module")

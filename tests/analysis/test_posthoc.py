@@ -4,23 +4,17 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
 from devinterp import analyze as analyze_cli
 from devinterp.analysis import ExecutorConfig, analyze
 from devinterp.callbacks import GradsCallback, InductionCallback, LossCallback, WeightsCallback
 from devinterp.config import ExecutorName
 from devinterp.store import read_metrics
+from tests.helpers import callback_rows, one_torch_thread
 
 
 def callbacks():
     return [LossCallback(), InductionCallback(num_sequences=16), WeightsCallback(), GradsCallback(num_samples=32)]
-
-
-def callback_rows(run_dir):
-    frame = read_metrics(run_dir)
-    frame = frame[frame.callback != "train"]
-    return frame.sort_values(["step", "name"]).reset_index(drop=True)[["step", "name", "value", "callback"]]
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +55,8 @@ def test_parallel_executors_match_serial(trained, tmp_path, executor):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     shutil.copytree(bare, serial)
     shutil.copytree(bare, parallel)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         analyze(serial, callbacks(), progress=False)
-    finally:
-        torch.set_num_threads(threads)
     config = ExecutorConfig(name=executor, num_workers=2)
     result = analyze(parallel, callbacks(), executor=config, progress=False)
     assert result.callback_seconds and set(result.callback_seconds) == {"loss", "induction", "weights", "grads"}

@@ -7,7 +7,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from devinterp import analyze as analyze_cli
 from devinterp import checkpoints
@@ -16,6 +15,7 @@ from devinterp.callbacks import GradsCallback, LossCallback, WeightsCallback
 from devinterp.store import read_metrics
 from devinterp.store.results import LOCKS_DIRNAME, ResultStore
 from devinterp.train import compose_train_config, run
+from tests.helpers import one_torch_thread
 from tests.fault_injection import (assert_untouched, cli_main, damage_one_of_each, digest, exit_code, kill,
                                    posthoc, result_keys, start, train_run, wait_until)
 
@@ -99,12 +99,8 @@ def longer_run(tmp_path_factory):
     overrides = [*LONGER_RUN, f"run_dir={root / 'run'}"]
     run_dir = run(compose_train_config(overrides), overrides).run_dir
     reference = shutil.copytree(run_dir, root / "reference")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         analyze(reference, kill_test_callbacks(), progress=False)
-    finally:
-        torch.set_num_threads(threads)
     return run_dir, reference
 
 

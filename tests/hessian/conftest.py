@@ -9,15 +9,14 @@ import torch
 from torch import nn
 
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
+from tests.helpers import one_torch_thread
 
 
 @pytest.fixture(autouse=True)
 def single_thread():
     """The test models are tiny: one thread avoids oversubscribing the shared CPU (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @dataclass

@@ -13,6 +13,7 @@ from devinterp.store.run_dir import read_status
 from devinterp.train import compose_train_config, resume_config, run
 from tests.conftest import SMALL_RUN
 from tests.fault_injection import exit_code, kill, result_keys, start, train_run, wait_until
+from tests.helpers import one_torch_thread
 
 # 16 checkpoints in 60 steps of a tiny model, two cheap live callbacks (results and arrays).
 KILL_RUN = ["steps=60", "checkpoints.log=0", "checkpoints.linear=16", "progress=false", "task.vocab_size=16",
@@ -34,12 +35,8 @@ def test_kill_9_at_10_random_points_then_resume_is_bit_identical(tmp_path):
     """Ten SIGKILLs, each once a random number of checkpoints exists plus a random 0-20 ms
     (mid-step, mid-callback, mid-checkpoint write), each followed by `resume=true`."""
     reference = tmp_path / "reference"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the forked children: bit-for-bit comparable
-    try:
+    with one_torch_thread():  # as in the forked children: bit-for-bit comparable
         run(compose_train_config([*KILL_RUN, f"run_dir={reference}"]), KILL_RUN)
-    finally:
-        torch.set_num_threads(threads)
     run_dir, log = tmp_path / "killed", str(tmp_path / "log.txt")
     fresh = (compose_train_config([*KILL_RUN, f"run_dir={run_dir}"]), KILL_RUN)
     rng = random.Random(1201)
