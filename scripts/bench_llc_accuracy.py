@@ -41,7 +41,8 @@ def run_case(case, dtype: torch.dtype) -> dict:
     return dict(
         case=case.name, dtype=str(dtype).removeprefix("torch."), params=case.num_params, true_llc=case.true_llc,
         llc=estimate.mean, stderr=estimate.stderr, error=estimate.mean / case.true_llc - 1,
-        healthy=estimate.healthy, step_size=rec["step_size"], localization=rec["localization"],
+        healthy=estimate.healthy, localization_change=result.localization_change,
+        step_size=rec["step_size"], localization=rec["localization"],
         batch_size=rec["batch_size"], burnin=rec["num_burnin"], draws=rec["num_draws"],
         seconds=time.perf_counter() - started, warnings=len(caught),
         problems="; ".join(result.problems + estimate.problems),
@@ -51,6 +52,7 @@ def run_case(case, dtype: torch.dtype) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=36)
+    parser.add_argument("--first", type=int, default=0, help="skip the generator's cases before this index")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case generator")
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
     parser.add_argument("--threads", type=int, default=1)
@@ -62,11 +64,14 @@ def main() -> None:
     pd.set_option("display.width", 200)
     for dtype in dtypes:
         for index, case in enumerate(generate_cases(args.cases, args.seed)):
+            if index < args.first:
+                continue
             row = run_case(case, dtype)
             rows.append(row)
             print(f"{index:2d} {row['case']:34s} {row['dtype']:7s} λ={row['true_llc']:6.2f}  λ̂={row['llc']:7.2f} ± "
                   f"{row['stderr']:5.2f}  error {row['error']:+6.1%}  ε={row['step_size']:.2e} γ={row['localization']:.3g} "
-                  f"b={row['batch_size']} {row['burnin']}+{row['draws']} steps  {row['seconds']:5.1f} s"
+                  f"b={row['batch_size']} {row['burnin']}+{row['draws']} steps  at 3γ {row['localization_change']:+.0%}  "
+                  f"{row['seconds']:5.1f} s"
                   f"{'' if row['healthy'] else '  UNHEALTHY'}", flush=True)
     table = pd.DataFrame(rows)
     if args.csv:

@@ -14,11 +14,17 @@ bound (`devinterp.slt.geometry`) and applies this rule:
    noise; if even `max_batch_size` does not, ε is lowered until it does.
 4. Burn-in: 1/(2εγ) steps, half the relaxation time of the localization (no direction relaxes slower;
    measured: λ̂ settles within 0.2–0.3 of it); draws: enough for ESS ≥ 100 and a standard error
-   ≤ `target_stderr` × λ̂, judged from a probe.
+   ≤ `target_stderr` × λ̂, judged from the longest probe (step 6).
 5. h and the noise are measured at w* and again where probe chains end up (at a singular w* both can
    be far smaller than a short way off); ε and the batch are recomputed until h stops growing (and
    the noise, where it is within a factor 2 of its target). A probe whose chains diverge caps ε at a
    quarter of its step size.
+6. Localization check: two more probes, at γ and 3γ, each sized for a 5 % standard error (the one
+   at γ also sizes the draws of step 4). Where λ̂ changes by more than 20 % (and by more than twice
+   the standard error), the localization rather than the loss confines the chains, and about
+   half that change is the bias γ itself puts on λ̂: `problems` says so. No sampler diagnostic can see
+   this bias (the chains are healthy); it is largest for deep networks whose loss is flat far beyond
+   w*, where λ̂ moves with γ at any n.
 
 When `max_steps` cannot hold the burn-in at the rule's ε, ε is raised to fit and `problems` says by
 how much the rule is exceeded (with a warning); likewise for noise above its target.
@@ -51,18 +57,24 @@ MAX_ROUNDS = 4
 CONVERGED_CHANGE = 0.1  # stop re-measuring once h and the noise grew by less than this (relative)
 MIN_DRAWS = 100
 DRAW_SAFETY = 1.5  # a probe's ESS per draw is itself a noisy estimate
+LOCALIZATION_CHECK_FACTOR = 3.0  # the check probe's γ, as a multiple of the recommended one
+LOCALIZATION_TOLERANCE = 0.2  # relative change of λ̂ between γ and the check's γ that flags the estimate
 
 
 @dataclass(frozen=True)
 class CalibrationResult:
     """table: one row per probe round (step_size, batch_size, num_burnin, curvature, noise_scale, and the
-    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged).
+    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged, localization); the last row is
+    the localization check's pair, at γ and at LOCALIZATION_CHECK_FACTOR × γ.
+    localization_change: λ̂ at that γ over λ̂ at the recommended γ, minus 1 (NaN when either probe gave
+    no estimate).
     recommended: keyword arguments for `estimate_llc` (step_size, nbeta, localization, batch_size,
     num_chains, num_draws, num_burnin, sampler, and params when given).
     reason: one sentence saying how the recommendation was chosen.
     problems: which parts of the rule the budget did not allow (empty when all held)."""
 
     table: pd.DataFrame
+    localization_change: float = math.nan
     recommended: dict = field(default_factory=dict)
     reason: str = ""
     problems: list[str] = field(default_factory=list)
@@ -103,7 +115,8 @@ def calibrate(
     samples a step of a small model costs about the same whatever its batch). max_steps: the most SGLD
     steps per chain, burn-in included, of the recommended estimate. target_stderr: relative standard
     error the recommended draws aim at. curvature_samples: the Hessian's subsample (its HVPs cost
-    most for large models). Cost: a few short probes of 2 chains, plus one Lanczos run
+    most for large models). Cost: a few short probes of 2 chains (and two longer ones for the
+    localization check), plus one Lanczos run
     (≤ 30 Hessian-vector products on ≤ 1024 samples) and 256 per-sample gradients per probe.
     """
     n = len(data)
@@ -132,7 +145,7 @@ def calibrate(
         rows.append(dict(step_size=choice.step_size, batch_size=choice.batch_size, num_burnin=choice.num_burnin,
                          curvature=curvature, noise_scale=noise_scale, llc=probe.mean, stderr=probe.stderr,
                          ess=d["ess"], rhat=d["rhat"], trend_z=d["trend_z"], noise_ratio=d["noise_ratio"],
-                         num_diverged=d["num_diverged"]))
+                         num_diverged=d["num_diverged"], localization=gamma))
         if d["num_diverged"]:  # the chains met curvature beyond what was measured: a quarter of the step
             max_step = choice.step_size / 4
         if final is None:
@@ -148,6 +161,24 @@ def calibrate(
             break
 
     choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
+    # The localization check: two probes, at γ and 3γ, long enough for a standard error of a quarter of
+    # the tolerance each; the one at γ is also the longest probe, so the estimate's draws are sized from it.
+    check_draws = _size_draws(probe, PROBE_CHAINS, LOCALIZATION_TOLERANCE / 4, max_steps - choice.num_burnin)
+    check_choice = _choose(curvature, noise_scale, nbeta, LOCALIZATION_CHECK_FACTOR * gamma, n, min_batch, max_batch,
+                           max_steps, max_step)
+    checks = []
+    for offset, (this_gamma, this_choice) in enumerate([(gamma, choice), (LOCALIZATION_CHECK_FACTOR * gamma, check_choice)]):
+        check, _ = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS, num_draws=max(check_draws, PROBE_DRAWS),
+                              num_burnin=this_choice.num_burnin, step_size=this_choice.step_size, nbeta=nbeta,
+                              localization=this_gamma, batch_size=this_choice.batch_size, sampler=sampler,
+                              seed=seed + MAX_ROUNDS + 1 + offset, progress=progress)
+        d = check.diagnostics
+        rows.append(dict(step_size=this_choice.step_size, batch_size=this_choice.batch_size,
+                         num_burnin=this_choice.num_burnin, curvature=curvature, noise_scale=noise_scale,
+                         llc=check.mean, stderr=check.stderr, ess=d["ess"], rhat=d["rhat"], trend_z=d["trend_z"],
+                         noise_ratio=d["noise_ratio"], num_diverged=d["num_diverged"], localization=this_gamma))
+        checks.append(check)
+    probe, check = checks
     num_draws = _size_draws(probe, num_chains, target_stderr, max_steps - choice.num_burnin)
     recommended = dict(step_size=choice.step_size, nbeta=nbeta, localization=gamma, batch_size=choice.batch_size,
                        num_chains=num_chains, num_draws=num_draws, num_burnin=choice.num_burnin, sampler=sampler)
@@ -157,9 +188,26 @@ def calibrate(
               f"batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} of the injected noise, "
               f"burn-in {BURNIN_RELAXATIONS}/(εγ) = {choice.num_burnin} steps")
     problems = list(choice.problems)
+    change = check.mean / probe.mean - 1 if probe.mean > 0 and math.isfinite(check.mean) else math.nan
+    if _localization_dominated(probe, check):
+        problems.append(f"λ̂ changes by {change:+.0%} when the localization triples (γ {gamma:.3g} → "
+                        f"{LOCALIZATION_CHECK_FACTOR * gamma:.3g}): "
+                        "the localization, not the loss, confines the chains, and about half that change is the bias "
+                        "γ puts on λ̂ (compare the estimate at γ/3 and 3γ before reading it as the model's)")
     if problems:
         warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
-    return CalibrationResult(table=pd.DataFrame(rows), recommended=recommended, reason=reason, problems=problems)
+    return CalibrationResult(table=pd.DataFrame(rows), localization_change=change, recommended=recommended,
+                             reason=reason, problems=problems)
+
+
+def _localization_dominated(probe: LLCResult, check: LLCResult) -> bool:
+    """Whether λ̂ at the check's γ differs from λ̂ at γ by more than LOCALIZATION_TOLERANCE (relative) and by
+    more than twice the two probes' combined standard error."""
+    if not (probe.mean > 0 and math.isfinite(check.mean)):
+        return False
+    difference = abs(check.mean - probe.mean)
+    stderr = math.hypot(probe.stderr, check.stderr) if math.isfinite(probe.stderr) and math.isfinite(check.stderr) else 0.0
+    return difference > LOCALIZATION_TOLERANCE * probe.mean and difference > 2 * stderr
 
 
 def _choose(curvature: float, noise_scale: float, nbeta: float, gamma: float, n: int, min_batch: int,

@@ -31,6 +31,7 @@ def test_rule_on_a_quadratic_with_known_curvature():
     assert rec["num_burnin"] == math.ceil(BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
     assert rec["batch_size"] == 256  # no data noise: the smallest allowed batch
     assert result.problems == [] and len(result.table) >= 1
+    assert abs(result.localization_change) < 0.2  # a quadratic's λ̂ barely feels γ: no localization problem
 
 
 def test_batch_is_chosen_for_the_gradient_noise():
@@ -64,3 +65,21 @@ def test_calibrate_passes_params_through_and_validates():
         calibrate(model, quadratic_loss, data, localization=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
         calibrate(model, quadratic_loss, data, max_steps=10)
+
+
+def quartic_loss(model, batch):
+    """K = Σ w_i⁴ in 4 dimensions: λ = 4 · 1/4 = 1."""
+    return (model.w**4).sum()
+
+
+@pytest.mark.slow(seconds=35)
+def test_a_localization_dominated_estimate_is_flagged():
+    # Under γ = nβ/100 the localization's width shrinks like (nβ)^(-1/2), the quartic posterior's only
+    # like (nβ)^(-1/4): at n = 1e5 the localized mean is ~25 % low (numerical integral: 0.74 for λ = 1)
+    # and tripling γ moves it by ~45 %, while the chains themselves are healthy.
+    data = TensorDataset(torch.zeros(100_000, 1))
+    with pytest.warns(RuntimeWarning, match="localization triples"):
+        result = calibrate(Potential(torch.zeros(4)), quartic_loss, data)
+    assert result.localization_change < -0.3
+    assert result.table.localization.iloc[-1] == pytest.approx(3 * result.recommended["localization"])
+
