@@ -150,8 +150,8 @@ class LLCCallback(Callback):
         rec = result.recommended
         settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "nbeta")}
         return {"reference_step": ctx.step, "settings": settings, "localization": rec["localization"],
-                "reason": result.reason, "problems": result.problems,
-                "table": result.table.to_dict(orient="records")}
+                "localization_change": result.localization_change, "reason": result.reason,
+                "problems": result.problems, "table": result.table.to_dict(orient="records")}
 
     def _data(self, ctx: CallbackContext) -> TensorDataset:
         tokens = ctx.train_tokens[: self.config.num_samples].cpu()

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
                                  for key, value in sorted(record["settings"].items()))
             notes.append(f"LLC settings (calibrated once on checkpoint step {record['reference_step']}, "
                          f"{path.name}): {settings}, localization={record['localization']:.3g}. "
-                         f"{record['reason']}.")
+                         f"{record['reason']}."
+                         + (f" Localization check: λ̂ changes by {record['localization_change']:+.0%} at 3γ."
+                            if math.isfinite(record.get("localization_change", math.nan)) else ""))
             notes += [f"LLC calibration problem: {problem}" for problem in record.get("problems", [])]
         except (OSError, ValueError, KeyError, TypeError) as e:
             notes.append(f"Skipped an unreadable LLC calibration record {path}: {e}")

@@ -20,11 +20,12 @@ bound (`devinterp.slt.geometry`) and applies this rule:
    the noise, where it is within a factor 2 of its target). A probe whose chains diverge caps ε at a
    quarter of its step size.
 6. Localization check: two more probes, at γ and 3γ, each sized for a 5 % standard error (the one
-   at γ also sizes the draws of step 4). Where λ̂ changes by more than 20 % (and by more than twice
-   the standard error), the localization rather than the loss confines the chains, and about
-   half that change is the bias γ itself puts on λ̂: `problems` says so. No sampler diagnostic can see
-   this bias (the chains are healthy); it is largest for deep networks whose loss is flat far beyond
-   w*, where λ̂ moves with γ at any n.
+   at γ also sizes the draws of step 4). Where λ̂ changes by more than 40 % (and by more than twice
+   the standard error), the localization rather than the loss confines the chains: `problems` says
+   so. The check is coarse: on the generated deep linear networks, accurate estimates moved by
+   −34 % to +15 % (probe noise, and biases that partly cancel); it is there for gross cases, such as
+   a quartic loss at n = 1e5, where γ ∝ nβ outgrows the posterior's width and λ̂ reads 25 % low from
+   healthy chains.
 
 When `max_steps` cannot hold the burn-in at the rule's ε, ε is raised to fit and `problems` says by
 how much the rule is exceeded (with a warning); likewise for noise above its target.
@@ -58,7 +59,8 @@ CONVERGED_CHANGE = 0.1  # stop re-measuring once h and the noise grew by less th
 MIN_DRAWS = 100
 DRAW_SAFETY = 1.5  # a probe's ESS per draw is itself a noisy estimate
 LOCALIZATION_CHECK_FACTOR = 3.0  # the check probe's γ, as a multiple of the recommended one
-LOCALIZATION_TOLERANCE = 0.2  # relative change of λ̂ between γ and the check's γ that flags the estimate
+LOCALIZATION_TOLERANCE = 0.4  # relative change of λ̂ between γ and the check's γ that flags the estimate
+CHECK_STDERR = 0.05  # relative standard error each localization-check probe is sized for
 
 
 @dataclass(frozen=True)
@@ -161,9 +163,9 @@ def calibrate(
             break
 
     choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
-    # The localization check: two probes, at γ and 3γ, long enough for a standard error of a quarter of
-    # the tolerance each; the one at γ is also the longest probe, so the estimate's draws are sized from it.
-    check_draws = _size_draws(probe, PROBE_CHAINS, LOCALIZATION_TOLERANCE / 4, max_steps - choice.num_burnin)
+    # The localization check: two probes, at γ and 3γ, sized for CHECK_STDERR each; the one at γ is also
+    # the longest probe, so the estimate's draws are sized from it.
+    check_draws = _size_draws(probe, PROBE_CHAINS, CHECK_STDERR, max_steps - choice.num_burnin)
     check_choice = _choose(curvature, noise_scale, nbeta, LOCALIZATION_CHECK_FACTOR * gamma, n, min_batch, max_batch,
                            max_steps, max_step)
     checks = []
@@ -192,8 +194,8 @@ def calibrate(
     if _localization_dominated(probe, check):
         problems.append(f"λ̂ changes by {change:+.0%} when the localization triples (γ {gamma:.3g} → "
                         f"{LOCALIZATION_CHECK_FACTOR * gamma:.3g}): "
-                        "the localization, not the loss, confines the chains, and about half that change is the bias "
-                        "γ puts on λ̂ (compare the estimate at γ/3 and 3γ before reading it as the model's)")
+                        "the localization, not the loss, confines the chains, and λ̂ is largely set by γ "
+                        "(compare estimates at γ/3 and 3γ before reading it as the model's)")
     if problems:
         warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
     return CalibrationResult(table=pd.DataFrame(rows), localization_change=change, recommended=recommended,
