@@ -66,14 +66,15 @@ CHECK_STDERR = 0.05  # relative standard error each localization-check probe is 
 @dataclass(frozen=True)
 class CalibrationResult:
     """table: one row per probe round (step_size, batch_size, num_burnin, curvature, noise_scale, and the
-    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged, localization); the last row is
-    the localization check's pair, at γ and at LOCALIZATION_CHECK_FACTOR × γ.
+    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged, localization); the last two rows
+    are the localization check's probes, at γ and at LOCALIZATION_CHECK_FACTOR × γ.
     localization_change: λ̂ at that γ over λ̂ at the recommended γ, minus 1 (NaN when either probe gave
     no estimate).
     recommended: keyword arguments for `estimate_llc` (step_size, nbeta, localization, batch_size,
     num_chains, num_draws, num_burnin, sampler, and params when given).
     reason: one sentence saying how the recommendation was chosen.
-    problems: which parts of the rule the budget did not allow (empty when all held)."""
+    problems: which parts of the rule the budget did not allow, and a failed localization check (empty
+    when all held)."""
 
     table: pd.DataFrame
     localization_change: float = math.nan
@@ -169,7 +170,8 @@ def calibrate(
     check_choice = _choose(curvature, noise_scale, nbeta, LOCALIZATION_CHECK_FACTOR * gamma, n, min_batch, max_batch,
                            max_steps, max_step)
     checks = []
-    for offset, (this_gamma, this_choice) in enumerate([(gamma, choice), (LOCALIZATION_CHECK_FACTOR * gamma, check_choice)]):
+    pairs = [(gamma, choice), (LOCALIZATION_CHECK_FACTOR * gamma, check_choice)]
+    for offset, (this_gamma, this_choice) in enumerate(pairs):
         check, _ = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS, num_draws=max(check_draws, PROBE_DRAWS),
                               num_burnin=this_choice.num_burnin, step_size=this_choice.step_size, nbeta=nbeta,
                               localization=this_gamma, batch_size=this_choice.batch_size, sampler=sampler,
@@ -208,7 +210,8 @@ def _localization_dominated(probe: LLCResult, check: LLCResult) -> bool:
     if not (probe.mean > 0 and math.isfinite(check.mean)):
         return False
     difference = abs(check.mean - probe.mean)
-    stderr = math.hypot(probe.stderr, check.stderr) if math.isfinite(probe.stderr) and math.isfinite(check.stderr) else 0.0
+    finite = math.isfinite(probe.stderr) and math.isfinite(check.stderr)
+    stderr = math.hypot(probe.stderr, check.stderr) if finite else 0.0
     return difference > LOCALIZATION_TOLERANCE * probe.mean and difference > 2 * stderr
 
 
