@@ -145,10 +145,7 @@ def calibrate(
                            localization=gamma, batch_size=choice.batch_size, sampler=sampler, seed=seed + round_ + 1,
                            progress=progress)
         d = probe.diagnostics
-        rows.append(dict(step_size=choice.step_size, batch_size=choice.batch_size, num_burnin=choice.num_burnin,
-                         curvature=curvature, noise_scale=noise_scale, llc=probe.mean, stderr=probe.stderr,
-                         ess=d["ess"], rhat=d["rhat"], trend_z=d["trend_z"], noise_ratio=d["noise_ratio"],
-                         num_diverged=d["num_diverged"], localization=gamma))
+        rows.append(_table_row(choice, gamma, curvature, noise_scale, probe))
         if d["num_diverged"]:  # the chains met curvature beyond what was measured: a quarter of the step
             max_step = choice.step_size / 4
         if final is None:
@@ -163,6 +160,7 @@ def calibrate(
         if not grew and not is_trending(probe.mean, d) and not d["num_diverged"]:
             break
 
+    num_rounds = len(rows)
     choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
     # The localization check: two probes, at γ and 3γ, sized for CHECK_STDERR each; the one at γ is also
     # the longest probe, so the estimate's draws are sized from it.
@@ -172,23 +170,20 @@ def calibrate(
     checks = []
     pairs = [(gamma, choice), (LOCALIZATION_CHECK_FACTOR * gamma, check_choice)]
     for offset, (this_gamma, this_choice) in enumerate(pairs):
-        check, _ = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS, num_draws=max(check_draws, PROBE_DRAWS),
-                              num_burnin=this_choice.num_burnin, step_size=this_choice.step_size, nbeta=nbeta,
-                              localization=this_gamma, batch_size=this_choice.batch_size, sampler=sampler,
-                              seed=seed + MAX_ROUNDS + 1 + offset, progress=progress)
-        d = check.diagnostics
-        rows.append(dict(step_size=this_choice.step_size, batch_size=this_choice.batch_size,
-                         num_burnin=this_choice.num_burnin, curvature=curvature, noise_scale=noise_scale,
-                         llc=check.mean, stderr=check.stderr, ess=d["ess"], rhat=d["rhat"], trend_z=d["trend_z"],
-                         noise_ratio=d["noise_ratio"], num_diverged=d["num_diverged"], localization=this_gamma))
-        checks.append(check)
+        result, _ = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS,
+                               num_draws=max(check_draws, PROBE_DRAWS),
+                               num_burnin=this_choice.num_burnin, step_size=this_choice.step_size, nbeta=nbeta,
+                               localization=this_gamma, batch_size=this_choice.batch_size, sampler=sampler,
+                               seed=seed + MAX_ROUNDS + 1 + offset, progress=progress)
+        rows.append(_table_row(this_choice, this_gamma, curvature, noise_scale, result))
+        checks.append(result)
     probe, check = checks
     num_draws = _size_draws(probe, num_chains, target_stderr, max_steps - choice.num_burnin)
     recommended = dict(step_size=choice.step_size, nbeta=nbeta, localization=gamma, batch_size=choice.batch_size,
                        num_chains=num_chains, num_draws=num_draws, num_burnin=choice.num_burnin, sampler=sampler)
     if params is not None:
         recommended["params"] = params
-    reason = (f"ε = 1/(8(nβ·h + γ)) with top curvature h = {curvature:.4g} over {len(rows)} probe round(s), "
+    reason = (f"ε = 1/(8(nβ·h + γ)) with top curvature h = {curvature:.4g} over {num_rounds} probe round(s), "
               f"batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} of the injected noise, "
               f"burn-in {BURNIN_RELAXATIONS}/(εγ) = {choice.num_burnin} steps")
     problems = list(choice.problems)
@@ -202,6 +197,15 @@ def calibrate(
         warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
     return CalibrationResult(table=pd.DataFrame(rows), localization_change=change, recommended=recommended,
                              reason=reason, problems=problems)
+
+
+def _table_row(choice: _Choice, gamma: float, curvature: float, noise_scale: float, probe: LLCResult) -> dict:
+    """One row of `CalibrationResult.table`: a probe's settings and what it measured."""
+    d = probe.diagnostics
+    return dict(step_size=choice.step_size, batch_size=choice.batch_size, num_burnin=choice.num_burnin,
+                curvature=curvature, noise_scale=noise_scale, llc=probe.mean, stderr=probe.stderr, ess=d["ess"],
+                rhat=d["rhat"], trend_z=d["trend_z"], noise_ratio=d["noise_ratio"], num_diverged=d["num_diverged"],
+                localization=gamma)
 
 
 def _localization_dominated(probe: LLCResult, check: LLCResult) -> bool:
