@@ -8,6 +8,7 @@ stated in (median and worst relative error per dtype).
 
     .venv/bin/python scripts/bench_llc_accuracy.py                   # 36 cases, float64 and float32
     .venv/bin/python scripts/bench_llc_accuracy.py --dtype float64 --cases 12 --csv out.csv
+    .venv/bin/python scripts/bench_llc_accuracy.py --dtype float32 --only 22,35
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=36)
     parser.add_argument("--first", type=int, default=0, help="skip the generator's cases before this index")
+    parser.add_argument("--only", type=lambda s: {int(i) for i in s.split(",")}, default=None,
+                        help="run only these case indices (comma-separated), e.g. to split the family over cores")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case generator")
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
     parser.add_argument("--threads", type=int, default=1)
@@ -64,7 +67,7 @@ def main() -> None:
     pd.set_option("display.width", 200)
     for dtype in dtypes:
         for index, case in enumerate(generate_cases(args.cases, args.seed)):
-            if index < args.first:
+            if index < args.first or (args.only is not None and index not in args.only):
                 continue
             row = run_case(case, dtype)
             rows.append(row)

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from devinterp.slt import CalibrationResult, calibrate, default_nbeta
-from devinterp.slt.calibration import BURNIN_RELAXATIONS, NOISE_TARGET, STEP_CURVATURE_PRODUCT
+from devinterp.slt.calibration import BURNIN_RELAXATIONS, MIN_LOCALIZATION, NOISE_TARGET, STEP_CURVATURE_PRODUCT
 from devinterp.slt.geometry import noise_ratio
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
@@ -61,6 +61,8 @@ def test_calibrate_passes_params_through_and_validates():
     data = TensorDataset(torch.zeros(1000, 1))
     result = calibrate(model, quadratic_loss, data, params=mask, max_steps=2000)
     assert result.recommended["params"] is mask
+    # n = 1000: nβ / 100 = 1.45, below the floor
+    assert result.recommended["localization"] == MIN_LOCALIZATION > default_nbeta(1000) / 100
     with pytest.raises(ValueError, match="localization"):
         calibrate(model, quadratic_loss, data, localization=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
