@@ -53,9 +53,11 @@ def _finish(fig, ax, stages: pd.DataFrame, path: Path) -> Path:
 
 
 def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, path: Path,
-              band: tuple[str, str] | None = None, healthy: str | None = None) -> Path | None:
+              band: tuple[str, str] | None = None, healthy: str | None = None,
+              extra: dict[str, pd.Series] | None = None) -> Path | None:
     """Curves `names` ({metric: label}); `band=(mean, std)` draws mean ± std; `healthy` (a 1/0 metric)
-    marks the first curve's points where it is 0 with hollow markers. None if no data."""
+    marks the first curve's points where it is 0 with hollow markers; `extra` ({label: series indexed
+    by step}) overlays thinner dashed curves (other LLC series, other seeds). None if no data."""
     present = {n: label for n, label in names.items() if (metrics["name"] == n).any()}
     if not present:
         return None
@@ -63,6 +65,8 @@ def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, p
     for name, label in present.items():
         s = series(metrics, name)
         ax.plot(s.index, s.values, lw=1.4, label=label, marker="." if len(s) < 60 else None)
+    for label, s in (extra or {}).items():
+        ax.plot(s.index, s.values, lw=1.0, ls="--", alpha=0.8, label=label)
     if band and (metrics["name"] == band[1]).any():
         mean, std = series(metrics, band[0]), series(metrics, band[1]).reindex(series(metrics, band[0]).index)
         ax.fill_between(mean.index, mean - std, mean + std, alpha=0.25, label="± chain std")
