@@ -234,8 +234,9 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
         figures.line_plot(metrics, stages, {"train/loss": "train (batch)", "eval/loss": "eval",
                                             "eval/loss_repeated": "eval, repeated tokens"},
                           "Loss", "cross-entropy (nats)", out / "loss.png"),
-        figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)" + (f", {run.labels[run.primary]}" if overlay
-                                                                            else "")},
+        figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)" + (
+                              f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
+                              if overlay else "")},
                           "Local learning coefficient", "λ̂", out / "llc.png", band=(llc, llc_std) if llc_std else None,
                           healthy=health_metric(llc), extra=overlay),
         figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, PNG). Every plot over training shares the conventions:
 x = training step on a symmetric-log axis (linear below 10), detected stages shaded (type A blue,
-type B orange, other grey) and labelled at the top."""
+type B orange, other grey) and labelled at the top ("B2 fragile" when the stage is fragile)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +28,8 @@ def shade_stages(ax, stages: pd.DataFrame) -> None:
         if i:
             ax.axvline(stage.start_step, color="black", lw=0.6, ls="--", alpha=0.5)
         middle = np.sqrt(max(stage.start_step, 1) * max(stage.end_step, 1))
-        ax.text(middle, 1.0, f"{stage.type}{i + 1}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+        fragile = " fragile" if getattr(stage, "robustness", "") == "fragile" else ""
+        ax.text(middle, 1.0, f"{stage.type}{i + 1}{fragile}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
                 fontsize=9, fontweight="bold", color=color)
 
 

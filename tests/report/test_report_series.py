@@ -58,3 +58,18 @@ def test_seed_runs(tmp_path):
     (tmp_path / "other").mkdir()
     assert [p.name for p in seed_runs(tmp_path)] == ["a_seed0", "b_seed1"]
     assert seed_runs(tmp_path / "a_seed0") == []
+
+
+def test_live_settings_hash_is_the_hash_of_the_runs_own_llc_callback(tmp_path):
+    from omegaconf import OmegaConf
+
+    from devinterp.callbacks import build_callbacks
+    from devinterp.report.series import live_settings_hash
+    from devinterp.train import compose_train_config
+
+    cfg = compose_train_config(["callbacks=study", "callbacks.llc.localization=30"])
+    OmegaConf.save(cfg, tmp_path / "config.yaml", resolve=True)
+    expected = next(c for c in build_callbacks(cfg.callbacks) if c.name == "llc").settings_hash
+    assert live_settings_hash(tmp_path) == expected
+    OmegaConf.save(compose_train_config(["callbacks=[loss]"]), tmp_path / "config.yaml", resolve=True)
+    assert live_settings_hash(tmp_path) is None
