@@ -114,10 +114,12 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
 
 def stage_summary(stages: pd.DataFrame) -> str:
     """'A 0–80, B 80–1231' (plateaus left out), or 'none'."""
-    return ", ".join(f"{s.type} {s.start_step}–{s.end_step}" for s in stages.itertuples() if s.type != "other") or "none"
+    return ", ".join(f"{s.type} {s.start_step}–{s.end_step}" for s in stages.itertuples()
+                     if s.type != "other") or "none"
 
 
-def compare_settings(run: RunLLC, llc: str, loss: str, llc_std: str | None, notes: list[str]) -> dict[str, pd.DataFrame]:
+def compare_settings(run: RunLLC, llc: str, loss: str, llc_std: str | None,
+                     notes: list[str]) -> dict[str, pd.DataFrame]:
     """Stages of each other complete LLC series of `run` (label -> stage table); notes say which
     series there are, their settings, and which were left out."""
     if run.primary is None:
@@ -237,7 +239,8 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
         figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)" + (
                               f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
                               if overlay else "")},
-                          "Local learning coefficient", "λ̂", out / "llc.png", band=(llc, llc_std) if llc_std else None,
+                          "Local learning coefficient", "λ̂", out / "llc.png",
+                          band=(llc, llc_std) if llc_std else None,
                           healthy=health_metric(llc), extra=overlay),
         figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",
                           "eigenvalue", out / "hessian_top.png"),

@@ -29,8 +29,8 @@ def shade_stages(ax, stages: pd.DataFrame) -> None:
             ax.axvline(stage.start_step, color="black", lw=0.6, ls="--", alpha=0.5)
         middle = np.sqrt(max(stage.start_step, 1) * max(stage.end_step, 1))
         fragile = " fragile" if getattr(stage, "robustness", "") == "fragile" else ""
-        ax.text(middle, 1.0, f"{stage.type}{i + 1}{fragile}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=9, fontweight="bold", color=color)
+        ax.text(middle, 1.0, f"{stage.type}{i + 1}{fragile}", transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=9, fontweight="bold", color=color)
 
 
 def _axes(title: str, ylabel: str, stages: pd.DataFrame):

@@ -45,7 +45,8 @@ def test_b_stage_robust_or_fragile_across_llc_settings(trained_run, tmp_path, se
     assert stages["robustness"].iloc[0] == "robust"
     b = stages.iloc[1]
     if second_falls:
-        assert b["robustness"] == "robust" and "robust across LLC settings: also in llc-gamma30 (γ=30)" in b["evidence"]
+        assert b["robustness"] == "robust"
+        assert "robust across LLC settings: also in llc-gamma30 (γ=30)" in b["evidence"]
     else:
         assert b["robustness"] == "fragile"
         assert "fragile across LLC settings: no B overlapping in llc-gamma30 (γ=30)" in b["evidence"]
