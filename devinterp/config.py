@@ -235,6 +235,7 @@ class ReportConfig:
     run_dir: str = MISSING
     llc: str = "llc/mean"  # metric whose critical points bound the stages
     llc_std: Optional[str] = "llc/std"  # its chain-to-chain spread
+    llc_settings: Optional[str] = None  # settings hash of the primary LLC series; default: the run's own
     loss: str = "eval/loss"
     ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
     device: Device = Device.auto

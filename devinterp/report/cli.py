@@ -2,9 +2,11 @@
 
     devinterp-report run_dir=runs/induction/<run>                     # into <run>/report/
     devinterp-report run_dir=/readonly/run out_dir=~/reports/run1     # elsewhere
+    devinterp-report run_dir=runs/induction/multirun_<date>_<time>    # seeds overlaid and compared
+    devinterp-report run_dir=... llc_settings=<hash>                  # another primary LLC series
 
-Bad input (no run directory, an output directory that cannot be written) exits with code 2 and
-one line naming the key, before anything is read.
+Bad input (no run directory, an output directory that cannot be written, an `llc_settings` hash
+with no LLC series) exits with code 2 and one line naming the key, before anything is written.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from devinterp.cli_errors import preflight
 from devinterp.config import ConfigError, ReportConfig, register_configs
 from devinterp.report.build import REPORT_DIRNAME
+from devinterp.report.series import seed_runs, split_llc_series
+from devinterp.store.metrics import read_metrics_and_problems
 from devinterp.store.run_dir import CONFIG_FILE
 
 PROG = "devinterp-report"
@@ -44,8 +48,17 @@ def writable(directory: Path) -> bool:
 
 def check_report_config(cfg: DictConfig) -> None:
     report_cfg: ReportConfig = OmegaConf.to_object(cfg)
-    if not (Path(report_cfg.run_dir) / CONFIG_FILE).is_file():
-        raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
+    run_dir = Path(report_cfg.run_dir)
+    runs = [run_dir] if (run_dir / CONFIG_FILE).is_file() else seed_runs(run_dir) if run_dir.is_dir() else []
+    if not runs:
+        raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE}) "
+                          "nor a multirun directory (no subdirectory with one)")
+    if report_cfg.llc_settings is not None:
+        for run in runs:
+            found = split_llc_series(read_metrics_and_problems(run, latest_only=False)[0], report_cfg.llc)
+            if report_cfg.llc_settings not in found:
+                raise ConfigError(f"llc_settings={report_cfg.llc_settings!r}: no '{report_cfg.llc}' series with this "
+                                  f"settings hash in {run}; available: {', '.join(sorted(found)) or 'none'}")
     if report_cfg.ed_examples <= 0:
         raise ConfigError(f"ed_examples={report_cfg.ed_examples}: must be positive")
     out = output_dir(report_cfg)
@@ -60,17 +73,20 @@ def print_stages(stages) -> None:
     if stages.empty:
         print("no stages detected")
         return
-    table = stages[["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end", "confidence"]]
+    columns = ["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end", "confidence"]
+    if "robustness" in stages.columns and stages["robustness"].astype(bool).any():
+        columns.append("robustness")
+    table = stages[columns]
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def log_report(report_cfg: ReportConfig, report) -> None:
-    """Stages table and figures to the run's wandb run (logger=wandb)."""
+    """Stages table and figures to the run's wandb run (logger=wandb; a multirun's: its reported run's)."""
     from devinterp.analysis.posthoc import run_config
     from devinterp.loggers import build_logger
 
-    logger = build_logger(report_cfg.logger, Path(report_cfg.run_dir), None,
-                          group=run_config(report_cfg.run_dir)["name"])
+    run_dir = next(iter(seed_runs(Path(report_cfg.run_dir))), Path(report_cfg.run_dir))
+    logger = build_logger(report_cfg.logger, run_dir, None, group=run_config(run_dir)["name"])
     try:
         logger.log_table("report/stages", report.stages)
         logger.log_images({f"report/{path.stem}": path for path in report.figures})
@@ -85,7 +101,8 @@ def hydra_app(cfg: DictConfig) -> None:
 
     report_cfg: ReportConfig = OmegaConf.to_object(cfg)
     report = build_report(Path(report_cfg.run_dir), llc=report_cfg.llc, loss=report_cfg.loss,
-                          llc_std=report_cfg.llc_std, ed_examples=report_cfg.ed_examples,
+                          llc_std=report_cfg.llc_std, llc_settings=report_cfg.llc_settings,
+                          ed_examples=report_cfg.ed_examples,
                           device=str(resolve_device(report_cfg.device)), out_dir=output_dir(report_cfg))
     print_stages(report.stages)
     log_report(report_cfg, report)

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, PNG). Every plot over training shares the conventions:
 x = training step on a symmetric-log axis (linear below 10), detected stages shaded (type A blue,
-type B orange, other grey) and labelled at the top."""
+type B orange, other grey) and labelled at the top ("B2 fragile" when the stage is fragile)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +28,9 @@ def shade_stages(ax, stages: pd.DataFrame) -> None:
         if i:
             ax.axvline(stage.start_step, color="black", lw=0.6, ls="--", alpha=0.5)
         middle = np.sqrt(max(stage.start_step, 1) * max(stage.end_step, 1))
-        ax.text(middle, 1.0, f"{stage.type}{i + 1}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=9, fontweight="bold", color=color)
+        fragile = " fragile" if getattr(stage, "robustness", "") == "fragile" else ""
+        ax.text(middle, 1.0, f"{stage.type}{i + 1}{fragile}", transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=9, fontweight="bold", color=color)
 
 
 def _axes(title: str, ylabel: str, stages: pd.DataFrame):
@@ -53,9 +54,11 @@ def _finish(fig, ax, stages: pd.DataFrame, path: Path) -> Path:
 
 
 def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, path: Path,
-              band: tuple[str, str] | None = None, healthy: str | None = None) -> Path | None:
+              band: tuple[str, str] | None = None, healthy: str | None = None,
+              extra: dict[str, pd.Series] | None = None) -> Path | None:
     """Curves `names` ({metric: label}); `band=(mean, std)` draws mean ± std; `healthy` (a 1/0 metric)
-    marks the first curve's points where it is 0 with hollow markers. None if no data."""
+    marks the first curve's points where it is 0 with hollow markers; `extra` ({label: series indexed
+    by step}) overlays thinner dashed curves (other LLC series, other seeds). None if no data."""
     present = {n: label for n, label in names.items() if (metrics["name"] == n).any()}
     if not present:
         return None
@@ -63,6 +66,8 @@ def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, p
     for name, label in present.items():
         s = series(metrics, name)
         ax.plot(s.index, s.values, lw=1.4, label=label, marker="." if len(s) < 60 else None)
+    for label, s in (extra or {}).items():
+        ax.plot(s.index, s.values, lw=1.0, ls="--", alpha=0.8, label=label)
     if band and (metrics["name"] == band[1]).any():
         mean, std = series(metrics, band[0]), series(metrics, band[1]).reindex(series(metrics, band[0]).index)
         ax.fill_between(mean.index, mean - std, mean + std, alpha=0.25, label="± chain std")

@@ -24,6 +24,8 @@ Pipeline of `detect_transitions`:
 5. Attach supporting evidence: LLC and loss changes, and the events of `signals` (loss
    bumps/drops, jumps of an in-context-learning or prefix-matching score) within the stage, and
    how many unhealthy LLC estimates it holds (left out of, or down-weighted in, the fit of step 2).
+6. Name what else changes in each stage: the ``movers`` metrics that moved most relative to their
+   range over the run (`movers.stage_movers`; e.g. 'movers: weights/ln_gain −38 % of range, ...').
 
 Output columns, one row per stage, stages contiguous and in order (row i's end_step is row
 i+1's start_step):
@@ -51,6 +53,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from devinterp.transitions.metrics import get_series, to_wide
+from devinterp.transitions.movers import describe_movers, stage_movers
 from devinterp.transitions.segments import Segment, segment_curve
 from devinterp.transitions.signals import EVENT_COLUMNS, transition_signals
 from devinterp.transitions.smoothing import GPFit, fit_gp, log_step
@@ -116,6 +119,8 @@ def detect_transitions(
     icl_score: str | None = None,
     prefix_matching: str | Sequence[str] | None = None,
     signals: Sequence[str] = (),
+    movers: Sequence[str] = (),
+    top_movers: int = 3,
     min_stage_length: float = 0.2,
     min_confidence: float = 0.999,
     z_slope: float = 2.0,
@@ -141,6 +146,9 @@ def detect_transitions(
         is llc_std / sqrt(n_chains); when None, `llc_std` is used as the noise std as is.
     icl_score, prefix_matching, signals: optional extra metrics (names or globs) searched for
         supporting events (`signals.transition_signals`); the loss is always searched.
+    movers, top_movers: metrics (names or globs; absent ones skipped, e.g. `movers.MOVER_METRICS`)
+        of which the `top_movers` that moved most over each stage, relative to their range over the
+        run, are named in its evidence (`movers.stage_movers`).
     min_stage_length: minimum length of a rising/falling stretch, in units of ln(step + 1)
         (0.2 = a factor 1.22 in steps); also the shortest plateau that is its own stage.
     min_confidence: a rising/falling stretch is only a stage if the posterior probability that
@@ -214,6 +222,8 @@ def detect_transitions(
         min_confidence=min_confidence, min_length=min_stage_length,
     ) if (loss is not None or icl_score or prefix_matching or signals) else pd.DataFrame(columns=EVENT_COLUMNS)
 
+    stage_bounds = list(zip(bounds[:-1], bounds[1:]))
+    moved = stage_movers(wide, stage_bounds, movers, top=top_movers) if movers else [()] * len(stage_bounds)
     rows = []
     n = len(directions)
     for i, direction in enumerate(directions):
@@ -241,6 +251,8 @@ def detect_transitions(
         if flagged:
             ev.append(f"{len(flagged)} unhealthy LLC estimate(s) {'left out' if excluded else 'down-weighted'} "
                       f"(steps {', '.join(map(str, flagged[:5]))}{', ...' if len(flagged) > 5 else ''})")
+        if moved[i]:
+            ev.append(describe_movers(moved[i]))
         rows.append({
             "start_step": start, "end_step": end, "type": kind,
             "llc_start": float(llc_at[i]), "llc_end": float(llc_at[i + 1]),

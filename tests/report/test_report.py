@@ -1,8 +1,6 @@
 """The post-hoc report on a real (short) run with a synthetic LLC curve of known shape."""
-import math
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,27 +8,6 @@ from devinterp.report import build_report
 from devinterp.report import cli as report_cli
 from devinterp.store import MetricsWriter
 from devinterp.train import compose_train_config, run
-
-
-@pytest.fixture(scope="module")
-def run_with_llc(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    overrides = ["steps=400", "checkpoints.log=25", "checkpoints.linear=15", "progress=false", "task.vocab_size=16",
-                 "task.seq_len=16", "task.eval_size=32", "batch_size=8", "model.d_model=16", "model.n_heads=2",
-                 "callbacks=[loss,induction]", f"run_dir={root / 'run'}"]
-    result = run(compose_train_config(overrides), overrides)
-    steps = sorted(pd.read_json(result.run_dir / "checkpoints" / "index.json")["step"])
-    # A rise (type A) until step ~40, then a fall (type B) while the loss is flat: a synthetic
-    # LLC curve with known boundaries, written the way the llc callback writes it.
-    x = np.log1p(steps)
-    llc = 10 + 20 / (1 + np.exp(-(x - math.log(15)) * 4)) - 12 / (1 + np.exp(-(x - math.log(150)) * 4))
-    writer = MetricsWriter(result.run_dir, callback="llc", settings="synthetic")
-    rng = np.random.default_rng(0)
-    loss = 3 - 2 / (1 + np.exp(-(x - math.log(15)) * 4))  # falls during the rise, flat during the fall
-    for step, value, loss_value in zip(steps, llc, loss):
-        writer.add(step, {"llc/mean": value + rng.normal(0, 0.2), "llc/std": 0.4, "synthetic/loss": loss_value})
-    writer.flush()
-    return result.run_dir
 
 
 def test_report_files_and_stages(run_with_llc):
