@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(PY) -m devinterp.demo
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q -n auto --dist worksteal tests
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=15 tests
 
 test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow" tests
