@@ -333,8 +333,10 @@ def run_chains(
     data_gen = torch.Generator().manual_seed(seed + 1_000_003)
     batches = MinibatchStream(data, batch_size, num_chains, data_gen, device)
 
-    # Flat state (module docstring): weights (chains, D); per-chain settings as (chains, 1) columns.
-    w_star, mask = problem.flat_w_star, problem.flat_mask.to(dtype)
+    # Flat state (module docstring): weights (chains, D); per-chain settings as (chains, 1) columns; the
+    # mask (D,) in the model's dtype, None when every entry is sampled (multiplying by 1 changes nothing).
+    w_star = problem.flat_w_star
+    mask = None if bool(problem.flat_mask.all()) else problem.flat_mask.to(dtype)
     weights = w_star.unsqueeze(0).repeat(num_chains, 1)
     second_moment = torch.zeros_like(weights) if sampler == "rmsprop_sgld" else None
     eps, nbetas, gammas = eps[:, None], nbetas[:, None], gammas[:, None]
@@ -395,14 +397,14 @@ def run_chains(
 
             with torch.no_grad():
                 displacement = weights - w_star
-                # ‖w − w*‖² over sampled entries, summed per tensor in the model's dtype, then over
-                # tensors in float64
-                squared = (displacement * mask) ** 2
+                # ‖w − w*‖² over sampled entries: summed per tensor in the model's dtype, then over tensors
+                # in float64 (this order keeps the numbers of the earlier per-tensor code exactly)
+                squared = (displacement if mask is None else displacement * mask) ** 2
                 squared_distance = sum(part.sum(1).to(torch.float64) for part in squared.split(problem.sizes, dim=1))
             ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
             diverged_at.masked_fill_(alive & ~ok, step)
             alive = alive & ok
-            loss_trace[:, step] = losses.masked_fill(~alive, float("nan"))
+            loss_trace[:, step] = torch.where(alive, losses, float("nan"))
             distance_trace[:, step] = squared_distance.sqrt()
             num_alive = int(alive.sum())
             if num_alive == 0:
@@ -416,8 +418,8 @@ def run_chains(
                     step_eps = eps * (1.0 / (debiased.sqrt() + RMSPROP_EPS))
                 else:
                     step_eps = eps  # plain SGLD: no preconditioner
-                update = (-0.5 * step_eps * drift + step_eps.sqrt() * noise_like_weights()) * mask
-                weights = weights + update
+                update = -0.5 * step_eps * drift + step_eps.sqrt() * noise_like_weights()
+                weights = weights + (update if mask is None else update * mask)
                 if num_alive < num_chains:  # diverged chains are parked at w* (finite values), no longer updated
                     weights = torch.where(alive[:, None], weights, w_star)
 
