@@ -223,7 +223,8 @@ class FunctionalProblem:
 def _tied_names(module: torch.nn.Module) -> dict[str, list[str]]:
     """For each name of a tensor that `module` holds under several names (tied weights): the others."""
     names_of: dict[torch.Tensor, list[str]] = {}
-    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+    tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
         names_of.setdefault(tensor, []).append(name)
     return {name: [other for other in names if other != name]
             for names in names_of.values() if len(names) > 1 for name in names}
@@ -235,7 +236,7 @@ def _stack_dicts(dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
 
 def _collate(data: Dataset, indices: torch.Tensor):
     """Batch of `data` at `indices` (any shape); leaves get the index shape as leading dimensions."""
-    if isinstance(data, TensorDataset):  # index_select: the same rows as t[indices], several times faster
+    if isinstance(data, TensorDataset):  # index_select: the rows of t[indices], faster
         return tuple(t.index_select(0, indices.reshape(-1)).view(*indices.shape, *t.shape[1:]) for t in data.tensors)
     flat = default_collate([data[i] for i in indices.reshape(-1).tolist()])
     return tree_map(lambda t: t.reshape(*indices.shape, *t.shape[1:]) if torch.is_tensor(t) else t, flat)
