@@ -5,7 +5,8 @@ at identical settings (nβ, ε, γ, chains, draws, batch, same weights and data)
 
 - floor: chains x draws plain forward+backward passes at the batch size (autograd `loss.backward()`,
   a fresh minibatch each), the least any SGLD estimate at these settings must spend;
-- ours: wall time of `estimate_llc` (including its L_n(w*) pass, timed also on its own);
+- ours: wall time of `estimate_llc` (including its pass at w*: L_n(w*), per-sample losses, noise scale;
+  timed also on its own);
 - anchor: wall time of devinterp 2.0.1's `devinterp.slt.llc.llc(...)` (no observables), run in a
   subprocess of a separate venv because that package has our import name `devinterp`; the script
   creates the venv on first use (torch==2.13.0 first, then `pip install devinterp==2.0.1`);
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -35,6 +35,7 @@ from torch.utils.data import TensorDataset
 from devinterp.models import attention_only
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
 from devinterp.slt import default_nbeta, estimate_llc
+from devinterp.slt.llc import measure_anchor
 from devinterp.slt.sampler import FunctionalProblem
 
 ANCHOR_VERSION = "2.0.1"
@@ -173,7 +174,7 @@ def main() -> None:
 
     problem = FunctionalProblem(model, loss_fn, None, None)
     start = time.perf_counter()
-    problem.full_loss_and_grad_norm(data, args.batch_size)
+    measure_anchor(problem, data, seed=0)
     init_pass = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -191,8 +192,8 @@ def main() -> None:
           f"{floor_before:.2f} / {floor_after:.2f} s)")
     print(f"estimate_llc end to end:              {ours:7.2f} s   = {ours / floor:.2f}x floor (target <= 1.15); "
           f"llc {result.mean:.2f} ± {result.std:.2f}")
-    print(f"  of which the L_n(w*) pass (alone):  {init_pass:7.2f} s   = {init_pass / floor:.2f}x floor "
-          f"({math.ceil(args.n / args.batch_size)} forward+backward batches of {args.batch_size})")
+    print(f"  of which the pass at w* (alone):    {init_pass:7.2f} s   = {init_pass / floor:.2f}x floor "
+          f"(`measure_anchor`: per-sample losses over n={args.n}, gradient noise scale)")
 
     if not args.no_anchor:
         python = ensure_anchor_venv(args.anchor_venv)

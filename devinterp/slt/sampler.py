@@ -1,10 +1,12 @@
 """Batched SGLD over many chains at once: the engine behind `estimate_llc` and `calibrate`.
 
-Every chain is a copy of the sampled weights stacked along a leading chain dimension. One step
-evaluates all chains' minibatch losses and gradients in a single `torch.func.vmap` of
-`torch.func.grad_and_value` over a `torch.func.functional_call` of the model, then applies the
-Langevin update to the stacked tensors. Modules that vmap cannot handle fall back to a Python loop
-over chains with ordinary autograd (reported in the diagnostics).
+The chain state is one flat (chains, D) tensor: row c is chain c's sampled tensors, flattened and
+concatenated in `FunctionalProblem.names` order (D entries in all, masked-out entries included;
+`FunctionalProblem.unflatten` gives the tensors back as views). One step evaluates all chains'
+minibatch losses and gradients in a single `torch.func.vmap` of `torch.func.grad_and_value` over
+`FunctionalProblem.flat_loss` (a `torch.func.functional_call` of the model), then applies the
+Langevin update to the flat state in a few whole-state operations. Modules that vmap cannot handle
+fall back to a Python loop over chains with ordinary autograd (reported in the diagnostics).
 
 Each chain may carry its own step size, nβ and localization (used by `calibrate` to sweep a grid in
 one pass). Randomness comes only from `torch.Generator`s seeded by `seed`; the caller's global RNG
@@ -85,6 +87,10 @@ class FunctionalProblem:
     `w_star` holds the sampled tensors at the starting point (whole tensors; `masks` says which entries
     move), `fixed` the parameters that are not sampled, `buffers` the module buffers. The caller's
     model is deep-copied and never touched.
+
+    Flat layout (the sampler's state): `names`, `shapes` and `sizes` (numels) of the sampled tensors in
+    order; `flat_w_star` and `flat_mask` are w* and the masks flattened and concatenated, shape (D,)
+    with D = sum(sizes). `w_star` is a view of `flat_w_star`.
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: LossFn, params: ParamSelector, device):
@@ -98,12 +104,36 @@ class FunctionalProblem:
         if not masks:
             raise ValueError("params: the selector selects no weights")
         named = dict(model_copy.named_parameters())
+        dtypes = {named[name].dtype for name in masks}
+        if len(dtypes) > 1:
+            raise ValueError(f"params: the sampled tensors must share one dtype, got {sorted(map(str, dtypes))}")
         self.masks = {name: mask.to(self.device) for name, mask in masks.items()}
-        self.w_star = {name: named[name].detach().clone() for name in masks}
+        self.names = list(masks)
+        self.shapes = [named[name].shape for name in self.names]
+        self.sizes = [named[name].numel() for name in self.names]
+        self.flat_w_star = torch.cat([named[name].detach().reshape(-1) for name in self.names])
+        self.flat_mask = torch.cat([mask.reshape(-1) for mask in self.masks.values()])
+        self.w_star = self.unflatten(self.flat_w_star)
         self.fixed = {name: p.detach() for name, p in named.items() if name not in masks}
         self.buffers = {name: b.detach() for name, b in model_copy.named_buffers()}
-        self.num_sampled = int(sum(mask.sum() for mask in self.masks.values()))
-        self.dtype = next(iter(self.w_star.values())).dtype
+        # For `loss`, built once: functional_call's state for the tensors that are not sampled, and the
+        # other names of tied tensors (functional_call's tie_weights=True would find them on every call).
+        self._aliases = _tied_names(self.module)
+        self._unsampled_state = {}
+        for name, value in {**self.fixed, **self.buffers}.items():
+            self._set_state(self._unsampled_state, name, value)
+        self.num_sampled = int(self.flat_mask.sum())
+        self.dtype = self.flat_w_star.dtype
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The sampled tensors of a flat (..., D) tensor, as views of shape (..., *shape)."""
+        lead = flat.shape[:-1]
+        return {name: part.view(*lead, *shape)
+                for name, part, shape in zip(self.names, flat.split(self.sizes, dim=-1), self.shapes)}
+
+    def flat_loss(self, flat: torch.Tensor, batch) -> torch.Tensor:
+        """`loss` at the sampled tensors given as one flat (D,) vector."""
+        return self.loss(self.unflatten(flat), batch)
 
     def model_at(self, weights: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """A copy of the model (eval mode) with its sampled tensors set to `weights` (default w*)."""
@@ -114,9 +144,18 @@ class FunctionalProblem:
                 named[name].copy_(value)
         return model
 
+    def _set_state(self, state: dict, name: str, value: torch.Tensor) -> None:
+        """state[key] = value for the model tensor `name` under each of its names in `self.module`."""
+        key = f"model.{name}"
+        state[key] = value
+        for alias in self._aliases.get(key, ()):
+            state[alias] = value
+
     def loss(self, sampled: Mapping[str, torch.Tensor], batch) -> torch.Tensor:
-        state = {**self.fixed, **self.buffers, **sampled}
-        return torch.func.functional_call(self.module, {f"model.{k}": v for k, v in state.items()}, (batch,))
+        state = dict(self._unsampled_state)
+        for name, value in sampled.items():
+            self._set_state(state, name, value)
+        return torch.func.functional_call(self.module, state, (batch,), tie_weights=False)
 
     def sample_loss(self, sampled: Mapping[str, torch.Tensor], sample) -> torch.Tensor:
         """The loss of one sample (a batch leaf without its leading dimension)."""
@@ -181,19 +220,31 @@ class FunctionalProblem:
         return torch.cat(rows).to(torch.float64)
 
 
+def _tied_names(module: torch.nn.Module) -> dict[str, list[str]]:
+    """For each name of a tensor that `module` holds under several names (tied weights): the others."""
+    names_of: dict[torch.Tensor, list[str]] = {}
+    tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        names_of.setdefault(tensor, []).append(name)
+    return {name: [other for other in names if other != name]
+            for names in names_of.values() if len(names) > 1 for name in names}
+
+
 def _stack_dicts(dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: torch.stack([d[name] for d in dicts]) for name in dicts[0]}
 
 
 def _collate(data: Dataset, indices: torch.Tensor):
     """Batch of `data` at `indices` (any shape); leaves get the index shape as leading dimensions."""
-    if isinstance(data, TensorDataset):
-        return tuple(t[indices] for t in data.tensors)
+    if isinstance(data, TensorDataset):  # index_select: the rows of t[indices], faster
+        return tuple(t.index_select(0, indices.reshape(-1)).view(*indices.shape, *t.shape[1:]) for t in data.tensors)
     flat = default_collate([data[i] for i in indices.reshape(-1).tolist()])
     return tree_map(lambda t: t.reshape(*indices.shape, *t.shape[1:]) if torch.is_tensor(t) else t, flat)
 
 
 def _to_device(batch, device):
+    if isinstance(batch, tuple) and all(torch.is_tensor(t) for t in batch):  # a TensorDataset batch: no pytree walk
+        return tuple(t.to(device) for t in batch)
     return tree_map(lambda t: t.to(device) if torch.is_tensor(t) else t, batch)
 
 
@@ -239,6 +290,7 @@ class ChainRun:
 
 
 def _per_chain(values, num_chains: int, device, dtype) -> torch.Tensor:
+    """(chains,): a scalar broadcast to every chain, or one value per chain."""
     tensor = torch.as_tensor(values, dtype=dtype, device=device).reshape(-1)
     if tensor.numel() == 1:
         tensor = tensor.expand(num_chains)
@@ -282,30 +334,36 @@ def run_chains(
     data_gen = torch.Generator().manual_seed(seed + 1_000_003)
     batches = MinibatchStream(data, batch_size, num_chains, data_gen, device)
 
-    w_star = problem.w_star
-    masks = {name: m.to(dtype) for name, m in problem.masks.items()}
-    weights = {name: w.unsqueeze(0).repeat(num_chains, *([1] * w.dim())) for name, w in w_star.items()}
-    second_moment: dict[str, torch.Tensor] = {}
+    # Flat state (module docstring): weights (chains, D); per-chain settings as (chains, 1) columns; the
+    # mask (D,) in the model's dtype, None when every entry is sampled (multiplying by 1 changes nothing).
+    w_star = problem.flat_w_star
+    mask = None if bool(problem.flat_mask.all()) else problem.flat_mask.to(dtype)
+    weights = w_star.unsqueeze(0).repeat(num_chains, 1)
+    second_moment = torch.zeros_like(weights) if sampler == "rmsprop_sgld" else None
+    eps, nbetas, gammas = eps[:, None], nbetas[:, None], gammas[:, None]
 
-    def per_chain(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.view(-1, *([1] * (like.dim() - 1)))
-
-    grad_and_loss = torch.func.grad_and_value(problem.loss)
+    grad_and_loss = torch.func.grad_and_value(problem.flat_loss)
     vmapped = torch.func.vmap(grad_and_loss, in_dims=(0, batches.chain_dim))
 
     def looped(stacked, batch):
-        grads, losses = {name: [] for name in stacked}, []
+        grads, losses = [], []
         for c in range(num_chains):
-            chain_weights = {name: w[c].detach().requires_grad_(True) for name, w in stacked.items()}
+            chain_weights = stacked[c].detach().requires_grad_(True)
             chain_batch = batch if batches.chain_dim is None else tree_map(
                 lambda t: t[c] if torch.is_tensor(t) else t, batch
             )
-            loss = problem.loss(chain_weights, chain_batch)
-            chain_grads = torch.autograd.grad(loss, list(chain_weights.values()), allow_unused=True)
-            for name, g in zip(chain_weights, chain_grads):
-                grads[name].append(torch.zeros_like(chain_weights[name]) if g is None else g)
+            loss = problem.flat_loss(chain_weights, chain_batch)
+            (grad,) = torch.autograd.grad(loss, chain_weights, allow_unused=True)
+            grads.append(torch.zeros_like(chain_weights) if grad is None else grad)
             losses.append(loss.detach())
-        return {name: torch.stack(g) for name, g in grads.items()}, torch.stack(losses)
+        return torch.stack(grads), torch.stack(losses)
+
+    def noise_like_weights() -> torch.Tensor:
+        """N(0, 1) of shape (chains, D), drawn one sampled tensor at a time, (chains, *shape) each."""
+        return torch.cat([
+            torch.randn((num_chains, *shape), generator=noise_gen, device=device, dtype=dtype).reshape(num_chains, size)
+            for shape, size in zip(problem.shapes, problem.sizes)
+        ], dim=1)
 
     vectorized, fallback_reason = True, None
     loss_trace = torch.full((num_chains, num_steps), float("nan"), dtype=torch.float64, device=device)
@@ -338,43 +396,39 @@ def run_chains(
             if sample_losses is not None and indices is not None:
                 losses = losses - sample_losses[indices.to(device)].mean(dim=1) + init_loss
 
-            squared_distance = torch.zeros(num_chains, dtype=torch.float64, device=device)
             with torch.no_grad():
-                for name, w in weights.items():
-                    squared_distance += (((w - w_star[name]) * masks[name]) ** 2).flatten(1).sum(1).to(torch.float64)
+                displacement = weights - w_star
+                # ‖w − w*‖² over sampled entries: summed per tensor in the model's dtype, then over tensors
+                # in float64 (this order keeps the numbers of the earlier per-tensor code exactly)
+                squared = (displacement if mask is None else displacement * mask) ** 2
+                squared_distance = sum(part.sum(1).to(torch.float64) for part in squared.split(problem.sizes, dim=1))
             ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
-            diverged_at = torch.where(alive & ~ok, torch.full_like(diverged_at, step), diverged_at)
+            diverged_at.masked_fill_(alive & ~ok, step)
             alive = alive & ok
-            loss_trace[:, step] = torch.where(alive, losses, torch.full_like(losses, float("nan")))
+            loss_trace[:, step] = torch.where(alive, losses, float("nan"))
             distance_trace[:, step] = squared_distance.sqrt()
-            if not alive.any():
+            num_alive = int(alive.sum())
+            if num_alive == 0:
                 break  # every chain diverged: nothing left to sample
 
             with torch.no_grad():
-                for name, w in weights.items():
-                    displacement = w - w_star[name]
-                    drift = per_chain(nbetas, w) * grads[name] + per_chain(gammas, w) * displacement
-                    if sampler == "rmsprop_sgld":
-                        if name not in second_moment:
-                            second_moment[name] = torch.zeros_like(w)
-                        moment = second_moment[name]
-                        moment.mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
-                        debiased = moment / (1 - RMSPROP_ALPHA ** (step + 1))  # Adam-style bias correction
-                        precondition = 1.0 / (debiased.sqrt() + RMSPROP_EPS)
-                    else:
-                        precondition = torch.ones_like(w)
-                    step_eps = per_chain(eps, w) * precondition
-                    noise = torch.randn(w.shape, generator=noise_gen, device=device, dtype=dtype)
-                    update = (-0.5 * step_eps * drift + step_eps.sqrt() * noise) * masks[name]
-                    # Diverged chains are parked at w* (finite values) and no longer updated.
-                    keep = per_chain(alive, w)
-                    weights[name] = torch.where(keep, w + update, w_star[name].expand_as(w))
+                drift = nbetas * grads + gammas * displacement
+                if second_moment is not None:  # rmsprop_sgld
+                    second_moment.mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
+                    debiased = second_moment / (1 - RMSPROP_ALPHA ** (step + 1))  # Adam-style bias correction
+                    step_eps = eps * (1.0 / (debiased.sqrt() + RMSPROP_EPS))
+                else:
+                    step_eps = eps  # plain SGLD: no preconditioner
+                update = -0.5 * step_eps * drift + step_eps.sqrt() * noise_like_weights()
+                weights = weights + (update if mask is None else update * mask)
+                if num_alive < num_chains:  # diverged chains are parked at w* (finite values), no longer updated
+                    weights = torch.where(alive[:, None], weights, w_star)
 
     return ChainRun(
         loss_trace=loss_trace.cpu(),
         distance_trace=distance_trace.cpu(),
         diverged_at=diverged_at.cpu(),
-        final_weights=weights,
+        final_weights=problem.unflatten(weights),
         vectorized=vectorized,
         fallback_reason=fallback_reason,
     )

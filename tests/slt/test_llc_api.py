@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
 from devinterp.slt import LLCResult, default_nbeta, estimate_llc
+from devinterp.slt.sampler import FunctionalProblem, run_chains
 
 from tests.slt.problems import Potential, half_squared_error
 
@@ -84,6 +85,23 @@ def test_same_seed_same_result_different_seed_different_chains():
     assert a.mean == b.mean
     assert not np.allclose(a.loss_trace[:, 1:], c.loss_trace[:, 1:])
     assert not np.allclose(a.loss_trace[0], a.loss_trace[1])  # chains of one run differ too
+
+
+def test_noise_is_drawn_per_sampled_tensor_in_parameter_order():
+    """The noise stream is a convention results depend on: one torch.randn((chains, *shape)) per sampled
+    tensor, in named_parameters order, from a generator seeded with `seed` (a flat state must not
+    change it). With nβ = 0 the first step from w* is pure noise: w* + √ε · noise on the masked entries."""
+    model, data = small_mlp_problem()
+    masks = {"0.weight": torch.rand(8, 3, generator=torch.Generator().manual_seed(0)) < 0.5,
+             "2.bias": torch.ones(1, dtype=torch.bool)}
+    problem = FunctionalProblem(model, half_squared_error, masks, None)
+    run = run_chains(problem, data, num_chains=3, num_steps=1, step_size=1e-2, nbeta=0.0, localization=1.0,
+                     init_loss=0.0, batch_size=32, sampler="sgld", seed=7)
+    gen = torch.Generator().manual_seed(7)
+    for name, mask in masks.items():
+        w_star = dict(model.named_parameters())[name].detach()
+        noise = torch.randn((3, *w_star.shape), generator=gen)
+        torch.testing.assert_close(run.final_weights[name], w_star + math.sqrt(1e-2) * noise * mask, rtol=1e-6, atol=0)
 
 
 @pytest.mark.filterwarnings("ignore:estimate_llc. negative LLC")
