@@ -30,7 +30,7 @@ from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
 from devinterp.transitions.movers import MOVER_METRICS
-from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_robustness
+from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 
 log = logging.getLogger(__name__)
 REPORT_DIRNAME = "report"
@@ -226,6 +226,8 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", 
     if not stages.empty:
         stages = mark_robustness(stages, compared, "LLC settings")
         stages = mark_robustness(stages, seed_stages, "seeds")
+        if llc_std and (metrics["name"] == llc_std).any():
+            stages = mark_chain_spread(stages, metrics, llc_std)
     notes += llc_notes(main_run, metrics, llc)
     atomic_write_text(out / "stages.csv", stages.to_csv(index=False))
     overlay = {label: metric_series(metrics_view(run.rows, run.series, h), llc).sort_index()
@@ -302,7 +304,8 @@ LLC rises significantly (complexity grows). <b style="color:#ff7f0e">Type B</b>:
 simplifies). The type comes from the sign of the LLC change (Hoogland et al. 2024); the loss change is evidence, given
 beside it as a fraction of the loss's range. Confidence: posterior probability that the LLC moved in the stage's
 direction. Robustness: an A or B stage is <b>fragile</b> when another LLC series of this run (other settings) or
-another seed has no stage of the same type overlapping it, robust when all have one (blank: nothing to compare).
+another seed has no stage of the same type overlapping it, or when its LLC change is smaller than the spread of the
+chains (the median std over chains within the stage); robust otherwise (blank: nothing to judge).
 The evidence names the movers: the metrics that changed most over the stage, as a fraction of their range.</p>
 <table><tr><th>#</th><th>type</th><th>start step</th><th>end step</th><th>LLC</th><th>loss</th><th>confidence</th>
 <th>robustness</th><th>evidence</th></tr>{rows}</table>

@@ -15,11 +15,11 @@ distance "in log-step" uses x = ln(step + 1) (natural log).
 from devinterp.transitions.detect import detect_transitions, smoothed_curve
 from devinterp.transitions.essential_dynamics import EssentialDynamics, essential_dynamics
 from devinterp.transitions.movers import MOVER_METRICS, Mover, describe_movers, stage_movers
-from devinterp.transitions.robustness import StageRobustness, mark_robustness, stage_robustness
+from devinterp.transitions.robustness import StageRobustness, mark_chain_spread, mark_robustness, stage_robustness
 from devinterp.transitions.signals import transition_signals
 
 __all__ = [
     "EssentialDynamics", "MOVER_METRICS", "Mover", "StageRobustness", "describe_movers", "detect_transitions",
-    "essential_dynamics", "mark_robustness", "smoothed_curve", "stage_movers", "stage_robustness",
+    "essential_dynamics", "mark_chain_spread", "mark_robustness", "smoothed_curve", "stage_movers", "stage_robustness",
     "transition_signals",
 ]

@@ -9,16 +9,25 @@ table, nothing is judged.
 
 The same comparison serves LLC settings and seeds: `mark_robustness` is called once per kind of
 comparison and a stage fragile under either stays fragile.
+
+`mark_chain_spread` is the third check: an A or B stage whose LLC change is smaller than
+MIN_SPREADS times the chain spread (the median over the stage's checkpoints of the std of the
+chains' means, `llc/std`) is fragile too: chains started at one checkpoint disagree by as much
+as the stage moves.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+
+from devinterp.transitions.metrics import get_series, to_wide
 
 JUDGED_TYPES = ("A", "B")
 ROBUSTNESS_COLUMN = "robustness"  # 'robust' | 'fragile' | '' (not judged)
+MIN_SPREADS = 1.0  # an A/B stage's |LLC change| must reach this many chain spreads
 
 
 @dataclass(frozen=True)
@@ -57,22 +66,51 @@ def mark_robustness(stages: pd.DataFrame, others: Mapping[str, pd.DataFrame], ac
     an earlier 'robust'; nothing judged leaves it as it was) and a line added to `evidence`, e.g.
     'fragile across LLC settings: no B overlapping in llc-3fa2 (γ=30)'. `across` names the kind of
     comparison ('LLC settings', 'seeds')."""
+    out = _with_columns(stages)
+    for i, verdict in zip(out.index, stage_robustness(stages, others)):
+        if verdict is None:
+            continue
+        if verdict.fragile:
+            line = (f"fragile across {across}: no {out.at[i, 'type']} overlapping in {', '.join(verdict.missing_in)}"
+                    + (f" (found in {', '.join(verdict.found_in)})" if verdict.found_in else ""))
+        else:
+            line = f"robust across {across}: also in {', '.join(verdict.found_in)}"
+        _record(out, i, verdict.fragile, line)
+    return out
+
+
+def mark_chain_spread(stages: pd.DataFrame, metrics: pd.DataFrame, llc_std: str) -> pd.DataFrame:
+    """A copy of `stages` where each A or B stage's evidence gives its |LLC change| (llc_end − llc_start)
+    in chain spreads: the median of `llc_std` (the std over chains of their mean, per checkpoint) over the
+    checkpoints in [start_step, end_step]. Below MIN_SPREADS the stage is marked fragile, else robust
+    (unless already fragile). Stages without an `llc_std` value inside are not judged."""
+    out = _with_columns(stages)
+    steps, spread = get_series(to_wide(metrics), llc_std, what="llc_std")
+    for i, s in zip(out.index, stages.itertuples()):
+        inside = spread[(steps >= s.start_step) & (steps <= s.end_step)]
+        if s.type not in JUDGED_TYPES or not len(inside) or np.median(inside) <= 0:
+            continue
+        spreads = abs(s.llc_end - s.llc_start) / float(np.median(inside))
+        fragile = spreads < MIN_SPREADS
+        _record(out, i, fragile, f"{'fragile' if fragile else 'robust'} against the chain spread: the LLC change is "
+                                 f"{spreads:.1f}× the median std over chains ({np.median(inside):.3g})")
+    return out
+
+
+def _with_columns(stages: pd.DataFrame) -> pd.DataFrame:
     out = stages.copy()
     if ROBUSTNESS_COLUMN not in out.columns:
         out[ROBUSTNESS_COLUMN] = ""
     if "evidence" not in out.columns:
         out["evidence"] = ""
-    for i, verdict in zip(out.index, stage_robustness(stages, others)):
-        if verdict is None:
-            continue
-        if verdict.fragile:
-            out.at[i, ROBUSTNESS_COLUMN] = "fragile"
-            line = (f"fragile across {across}: no {out.at[i, 'type']} overlapping in {', '.join(verdict.missing_in)}"
-                    + (f" (found in {', '.join(verdict.found_in)})" if verdict.found_in else ""))
-        else:
-            if out.at[i, ROBUSTNESS_COLUMN] != "fragile":
-                out.at[i, ROBUSTNESS_COLUMN] = "robust"
-            line = f"robust across {across}: also in {', '.join(verdict.found_in)}"
-        evidence = str(out.at[i, "evidence"]) if pd.notna(out.at[i, "evidence"]) else ""
-        out.at[i, "evidence"] = f"{evidence}; {line}" if evidence else line
     return out
+
+
+def _record(out: pd.DataFrame, i, fragile: bool, line: str) -> None:
+    """Set row i's verdict ('fragile' wins over an earlier 'robust') and append `line` to its evidence."""
+    if fragile:
+        out.at[i, ROBUSTNESS_COLUMN] = "fragile"
+    elif out.at[i, ROBUSTNESS_COLUMN] != "fragile":
+        out.at[i, ROBUSTNESS_COLUMN] = "robust"
+    evidence = str(out.at[i, "evidence"]) if pd.notna(out.at[i, "evidence"]) else ""
+    out.at[i, "evidence"] = f"{evidence}; {line}" if evidence else line

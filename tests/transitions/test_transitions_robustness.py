@@ -2,7 +2,7 @@
 stage table is fragile."""
 import pandas as pd
 
-from devinterp.transitions import detect_transitions, mark_robustness, stage_robustness
+from devinterp.transitions import detect_transitions, mark_chain_spread, mark_robustness, stage_robustness
 from devinterp.transitions.synthetic import make_run, make_scenario
 
 
@@ -43,3 +43,15 @@ def test_b_stage_of_a_synthetic_run_is_fragile_without_a_b_in_the_other_series()
     fragile = mark_robustness(primary, {"seed1": with_b, "no-B": only_rise}, "seeds")
     assert fragile["robustness"].iloc[1] == "fragile" and fragile["robustness"].iloc[0] == "robust"
     assert "no B overlapping in no-B" in fragile["evidence"].iloc[1]
+
+
+def test_a_stage_within_the_chain_spread_is_fragile():
+    stages = table((0, 100, "A"), (100, 500, "B"), (500, 900, "other")).assign(
+        llc_start=[1.0, 11.0, 10.0], llc_end=[11.0, 10.0, 10.0])
+    metrics = pd.DataFrame({"step": [0, 50, 100, 300, 500, 900], "llc/std": [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]})
+    marked = mark_chain_spread(stages, metrics, "llc/std")
+    assert list(marked["robustness"]) == ["robust", "fragile", ""]  # A moved 5 spreads, B 0.5; plateaus not judged
+    assert "0.5× the median std over chains" in marked["evidence"].iloc[1]
+    # a stage already fragile across seeds stays fragile
+    fragile_a = mark_robustness(stages, {"seed1": table((100, 500, "B"))}, "seeds")
+    assert mark_chain_spread(fragile_a, metrics, "llc/std")["robustness"].iloc[0] == "fragile"
