@@ -10,7 +10,8 @@ bound (`devinterp.slt.geometry`) and applies this rule:
    bias to a few percent on deep linear networks. The floor, the low end of published settings,
    acts below n ≈ 4000: a looser γ let deep networks' chains roam the wide small-n posterior, and
    relaxing that took more than 50 000 steps. Measured on the generated deep linear networks with
-   n < 4000: errors of −29 % to +55 % at γ = nβ/100, −6 % to +21 % with the floor.)
+   n < 4000: errors of −29 % to +55 % at γ = nβ/100, −9 % to +21 % with the floor (float64 and
+   float32).)
 2. ε = 1 / (8 κ) with κ = nβ·h + γ and h the top Hessian eigenvalue of L_n: each step moves the
    stiffest direction by 1/16 of its own scale (stationary variance inflated by ≤ 3 %).
 3. Batch: the smallest (≥ `min_batch_size`) keeping minibatch gradient noise ≤ 5 % of the injected
