@@ -83,7 +83,7 @@ def read_run_llc(run_dir: Path, llc: str, llc_settings: str | None, notes: list[
         localization = (record or {}).get("localization", (entry or {}).get("localization"))
         labels[h] = f"llc-{h}" + (f" (γ={localization:g})" if isinstance(localization, (int, float)) else "")
         if record:
-            settings[h] = f"auto-calibrated: {describe_settings(record['settings'])}, localization={localization:.3g}"
+            settings[h] = f"auto-calibrated on checkpoint step {record['reference_step']} (the settings note below)"
         elif entry:
             settings[h] = "the run's config: " + describe_settings(
                 {k: v for k, v in entry.items() if k not in ("_target_", "schedule")})
