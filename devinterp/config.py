@@ -236,7 +236,7 @@ class ReportConfig:
     llc: str = "llc/mean"  # metric whose critical points bound the stages
     llc_std: Optional[str] = "llc/std"  # its chain-to-chain spread
     llc_settings: Optional[str] = None  # settings hash of the primary LLC series; default: the run's own
-    loss: str = "eval/loss"
+    loss: str = "train/fixed_loss"  # the loss beside the LLC in the stage table (eval/loss if absent)
     ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
     device: Device = Device.auto
     out_dir: Optional[str] = None  # where the report goes; default <run_dir>/report

@@ -34,6 +34,11 @@ from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_sprea
 
 log = logging.getLogger(__name__)
 REPORT_DIRNAME = "report"
+# The loss beside the LLC in the stage table (evidence only: the type is the sign of the LLC change):
+# by default the training loss on the run's fixed training sample, the loss the model is fitted to (for
+# grokking, the held-out loss falls during the B stage while this one holds); else the eval loss.
+DEFAULT_LOSS = "train/fixed_loss"
+FALLBACK_LOSS = "eval/loss"
 STAGE_COLUMNS = ["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end",
                  "confidence", "evidence", ROBUSTNESS_COLUMN]
 
@@ -99,8 +104,11 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
         notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
         return pd.DataFrame(columns=STAGE_COLUMNS)
     healthy = health_metric(llc)
+    present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if (metrics["name"] == name).any()]
+    if present and present[0] != loss:
+        notes.append(f"No '{loss}' metric in this run: the stages' loss evidence uses '{present[0]}'.")
     try:
-        stages = detect_transitions(metrics, llc=llc, loss=loss if (metrics["name"] == loss).any() else None,
+        stages = detect_transitions(metrics, llc=llc, loss=present[0] if present else None,
                                     llc_std=llc_std if llc_std and (metrics["name"] == llc_std).any() else None,
                                     llc_healthy=healthy if (metrics["name"] == healthy).any() else None,
                                     icl_score="eval/icl_score", prefix_matching="induction/prefix_matching_max",
@@ -203,7 +211,7 @@ def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
     return notes
 
 
-def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = "eval/loss", llc_std: str | None = "llc/std",
+def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS, llc_std: str | None = "llc/std",
                  ed_examples: int = 32, device: str = "cpu", out_dir: Path | None = None,
                  llc_settings: str | None = None) -> Report:
     """Write the report of `run_dir` into `out_dir` (default `<run_dir>/report`).
