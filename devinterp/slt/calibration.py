@@ -118,18 +118,21 @@ def calibrate(
     """Recommend `estimate_llc` settings for `model` at its current weights (rule in the module docstring).
 
     nbeta, localization: fixed values (defaults n / log n and max(nβ / 100, MIN_LOCALIZATION)); ε,
-    the batch, burn-in and draws are then chosen. num_chains: chains of the recommended estimate. min_batch_size, max_batch_size:
-    the smallest and largest minibatch allowed (default 256 and n, the full batch; below a few hundred
-    samples a step of a small model costs about the same whatever its batch). max_steps: the most SGLD
-    steps per chain, burn-in included, of the recommended estimate. target_stderr: relative standard
-    error the recommended draws aim at. curvature_samples: the Hessian's subsample (its HVPs cost
-    most for large models). Cost: a few short probes of 2 chains (and two longer ones for the
-    localization check), plus one Lanczos run
-    (≤ 30 Hessian-vector products on ≤ 1024 samples) and 256 per-sample gradients per probe.
+    the batch, burn-in and draws are then chosen. num_chains: chains of the recommended estimate.
+    min_batch_size, max_batch_size: the smallest and largest minibatch allowed (default 256 and n, the
+    full batch; below a few hundred samples a step of a small model costs about the same whatever its
+    batch). max_steps: the most SGLD steps per chain, burn-in included, of the recommended estimate.
+    target_stderr: relative standard error the recommended draws aim at. curvature_samples: the
+    Hessian's subsample (its HVPs cost most for large models). Cost: a few short probes of 2 chains
+    (and two longer ones for the localization check), plus one Lanczos run (≤ 30 Hessian-vector
+    products on ≤ 1024 samples) and 256 per-sample gradients per probe.
     """
     n = len(data)
     nbeta = default_nbeta(n) if nbeta is None else float(nbeta)
-    gamma = max(nbeta * LOCALIZATION_PER_NBETA, MIN_LOCALIZATION) if localization is None else float(localization)
+    if localization is None:
+        gamma = max(nbeta * LOCALIZATION_PER_NBETA, MIN_LOCALIZATION)
+    else:
+        gamma = float(localization)
     max_batch = n if max_batch_size is None else min(int(max_batch_size), n)
     min_batch = min(int(min_batch_size), max_batch)
     if not (nbeta > 0 and gamma > 0):

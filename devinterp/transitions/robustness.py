@@ -88,12 +88,13 @@ def mark_chain_spread(stages: pd.DataFrame, metrics: pd.DataFrame, llc_std: str)
     steps, spread = get_series(to_wide(metrics), llc_std, what="llc_std")
     for i, s in zip(out.index, stages.itertuples()):
         inside = spread[(steps >= s.start_step) & (steps <= s.end_step)]
-        if s.type not in JUDGED_TYPES or not len(inside) or np.median(inside) <= 0:
+        typical = float(np.median(inside)) if len(inside) else 0.0
+        if s.type not in JUDGED_TYPES or typical <= 0:
             continue
-        spreads = abs(s.llc_end - s.llc_start) / float(np.median(inside))
+        spreads = abs(s.llc_end - s.llc_start) / typical
         fragile = spreads < MIN_SPREADS
         _record(out, i, fragile, f"{'fragile' if fragile else 'robust'} against the chain spread: the LLC change is "
-                                 f"{spreads:.1f}× the median std over chains ({np.median(inside):.3g})")
+                                 f"{spreads:.1f}× the median std over chains ({typical:.3g})")
     return out
 
 
