@@ -2,11 +2,13 @@
 
 Conventions:
 
-- a metric's value at a stage boundary is its logged series linearly interpolated in
-  x = ln(step + 1) (finite values only); a stage that reaches outside the metric's logged steps
-  is not scored for that metric (no extrapolation);
+- a metric's value at a stage boundary is its logged series (finite values only), smoothed by a
+  running median of SPIKE_WINDOW points (a single-checkpoint spike, such as a loss spike's Hessian,
+  would otherwise set the range and hide every real change), linearly interpolated in
+  x = ln(step + 1); a stage that reaches outside the metric's logged steps is not scored for that
+  metric (no extrapolation);
 - its change over a stage is value(end_step) − value(start_step), and its *fraction* is that
-  change divided by the metric's range over the run (max − min of its logged values), so a
+  change divided by the metric's range over the run (max − min of the smoothed values), so a
   weight norm and an attention score compare on one scale. The sign is the direction;
 - movers are ranked by |fraction|; metrics that moved less than `min_fraction` of their range,
   or are constant over the run, are not named.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import median_filter
 
 from devinterp.transitions.metrics import expand_names, get_series, to_wide
 from devinterp.transitions.smoothing import log_step
@@ -32,6 +35,7 @@ MOVER_METRICS = (
     "eval/icl_score", "induction/icl_score", "induction/prefix_matching_max", "induction/previous_token_max",
 )
 MIN_MOVER_POINTS = 3
+SPIKE_WINDOW = 3  # running median over this many logged points: a one-checkpoint spike moves nothing
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ def stage_movers(metrics_df: pd.DataFrame, boundaries: Sequence[tuple[int, int]]
     curves = []
     for name in expand_names(wide, present):
         steps, values = get_series(wide, name)
+        values = median_filter(values, size=SPIKE_WINDOW, mode="nearest") if len(values) else values
         span = float(np.ptp(values)) if len(values) else 0.0
         if len(np.unique(steps)) >= MIN_MOVER_POINTS and span > 0:
             curves.append((name, log_step(steps), values, span))

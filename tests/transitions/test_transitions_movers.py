@@ -26,8 +26,8 @@ def test_movers_rank_by_change_relative_to_range():
     assert [m.name for m in fall][:1] == ["weights/ln_gain"]
     assert fall[0].fraction == pytest.approx(-1.0) and fall[0].change == pytest.approx(-0.8)
     trace = next(m for m in fall if m.name == "hessian/trace")
-    assert trace.fraction == pytest.approx(-5 / 50, abs=1e-9)
-    assert rise[0].name == "hessian/trace" and rise[0].fraction == pytest.approx(0.8)
+    assert trace.fraction == pytest.approx(-5 / 50, rel=0.02)  # the running median trims the peak at 150 a little
+    assert rise[0].name == "hessian/trace" and rise[0].fraction == pytest.approx(0.8, rel=1e-3)
     assert "weights/ln_gain" not in [m.name for m in rise] + [m.name for m in late]  # flat there
     assert all(m.name != "weights/constant" for stage in (rise, fall, late) for m in stage)  # no range, no mover
     assert len(fall) <= 3
@@ -57,3 +57,11 @@ def test_detect_transitions_names_the_movers_of_the_b_stage():
     assert "movers: weights/ln_gain −" in b["evidence"]
     without = detect_transitions(run.wide(), llc_std="llc/std")
     assert not without["evidence"].str.contains("movers").any()
+
+
+def test_a_one_checkpoint_spike_does_not_set_the_range():
+    # the trace halves over the second stage; one spike (a loss spike's Hessian) is 10x everything else
+    trace = [10.0, 10.0, 10.0, 10.0, 8.0, 6.0, 5.0, 100.0, 5.0, 5.0]
+    wide = pd.DataFrame({"hessian/trace": trace}, index=pd.Index([0, 1, 2, 4, 8, 16, 32, 64, 128, 256], name="step"))
+    (first,), (second,) = stage_movers(wide, [(0, 4), (4, 256)], ["hessian/trace"], min_fraction=0.0)
+    assert first.fraction == pytest.approx(0.0) and second.fraction == pytest.approx(-1.0)
