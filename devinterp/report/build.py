@@ -284,14 +284,18 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     return report
 
 
+def _stage_row(i: int, s) -> str:
+    """One stage as an HTML table row; its classes (type, robustness) colour it."""
+    robustness = html.escape(str(getattr(s, ROBUSTNESS_COLUMN, "")))
+    return (f"<tr class='t{html.escape(str(s.type))} {robustness}'><td>{i + 1}</td><td>{s.type}</td>"
+            f"<td>{s.start_step}</td><td>{s.end_step}</td><td>{s.llc_start:.3g} → {s.llc_end:.3g}</td>"
+            f"<td>{s.loss_start:.3g} → {s.loss_end:.3g}</td><td>{s.confidence:.3f}</td><td>{robustness}</td>"
+            f"<td>{html.escape(str(s.evidence))}</td></tr>")
+
+
 def render_html(run_dir: Path, report: Report) -> str:
     """One self-contained page: figures inlined as base64 PNG, no external assets."""
-    rows = "".join(
-        f"<tr class='t{html.escape(str(s.type))} {html.escape(str(getattr(s, ROBUSTNESS_COLUMN, '')))}'><td>{i + 1}</td><td>{s.type}</td><td>{s.start_step}</td>"
-        f"<td>{s.end_step}</td><td>{s.llc_start:.3g} → {s.llc_end:.3g}</td><td>{s.loss_start:.3g} → {s.loss_end:.3g}</td>"
-        f"<td>{s.confidence:.3f}</td><td>{html.escape(str(getattr(s, ROBUSTNESS_COLUMN, '')))}</td>"
-        f"<td>{html.escape(str(s.evidence))}</td></tr>"
-        for i, s in enumerate(report.stages.itertuples()))
+    rows = "".join(_stage_row(i, s) for i, s in enumerate(report.stages.itertuples()))
     images = "".join(
         f"<figure><img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
         f"</figure>" for p in report.figures)
