@@ -7,6 +7,7 @@ chains rise together.
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -14,7 +15,10 @@ import numpy as np
 
 
 def _arviz():
-    with warnings.catch_warnings():  # ArviZ 0.x announces its refactor on import
+    # ArviZ 0.x announces its refactor on import: a FutureWarning, and INFO lines from arviz.preview
+    # ("arviz_base not installed") that a Hydra app would print to the console.
+    logging.getLogger("arviz.preview").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz
 
