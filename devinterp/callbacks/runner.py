@@ -97,9 +97,11 @@ class CallbackRunner:
         return dict(self.costs.totals)
 
     def remaining_calls(self, after_step: int) -> dict[str, int]:
-        """Calls still to run after `after_step`, per callback (for time-left estimates)."""
+        """Calls still to run after `after_step`, and deferred ones before it that `catch_up` will run,
+        per callback (for time-left estimates)."""
         return {c.name: sum(1 for s in self._due[c.name]
-                            if s > after_step and (s, c.name, c.settings_hash) not in self._done)
+                            if (s > after_step or (s, c.name) in self.deferred)
+                            and (s, c.name, c.settings_hash) not in self._done)
                 for c in self.callbacks}
 
     def pending(self, step: int) -> list[Callback]:

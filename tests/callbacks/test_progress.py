@@ -3,6 +3,7 @@ import pytest
 
 from devinterp.analysis.progress import AnalysisProgress
 from devinterp.callbacks import CallbackRunner, RunData, WeightsCallback
+from devinterp.callbacks.base import Deferred
 from devinterp.callbacks.progress import CostModel, format_time_left, measuring_label
 from devinterp.store.results import ResultStore
 from devinterp.tasks.induction import InductionTask
@@ -43,6 +44,35 @@ def test_runner_announces_each_callback_and_counts_what_is_left(tmp_path):
     assert heard == [("weights", 0), ("weights", 5)]
     assert runner.remaining_calls(5) == {"weights": 3}
     assert runner.costs.counts["weights"] == 2 and runner.seconds["weights"] > 0
+
+
+class WeightsAfterStep10(WeightsCallback):
+    """Defers until it has measured step 10, as the LLC does until its calibration checkpoint."""
+
+    name = "late_weights"
+    ready = False
+
+    def on_checkpoint(self, ctx):
+        self.ready = self.ready or ctx.step == 10
+        if not self.ready:
+            raise Deferred("waits for step 10")
+        return super().on_checkpoint(ctx)
+
+
+def test_deferred_calls_count_as_remaining_until_caught_up(tmp_path):
+    ctx = context(None)
+    task = InductionTask(vocab_size=10, seq_len=12, seed=0, eval_size=16)
+    runner = CallbackRunner([WeightsAfterStep10()], RunData(task, ctx.eval_tokens, ctx.train_tokens, seed=0),
+                            ResultStore(tmp_path), [0, 10, 20], 20)
+    from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=1))
+    runner.run(0, model, ctx.device)
+    assert runner.remaining_calls(0) == {"late_weights": 3}  # 0 (deferred), 10, 20
+    runner.run(10, model, ctx.device)
+    assert runner.remaining_calls(10) == {"late_weights": 2}  # 0 waits for catch_up, and 20
+    runner.catch_up(10, {0}, lambda step: model, ctx.device)
+    assert runner.remaining_calls(10) == {"late_weights": 1}
 
 
 class FakeBar:
