@@ -245,7 +245,10 @@ def _choose(curvature: float, noise_scale: float, nbeta: float, gamma: float, n:
                         f"{max_steps}: ε·κ_max = {raised * kappa:.2g} > {STEP_CURVATURE_PRODUCT:.3g} "
                         "(discretization may inflate λ̂; raise max_steps or localization)")
         step_size = raised
-        if noise_ratio(noise_scale, step_size, nbeta, batch, n) > NOISE_TARGET:
+        # the larger step carries more minibatch noise: the batch is chosen again for it
+        batch = _batch_for(noise_scale, step_size, nbeta, n, min_batch, max_batch)
+        if batch is None:
+            batch = max_batch
             problems.append(f"minibatch noise {noise_ratio(noise_scale, step_size, nbeta, batch, n):.2g}× the "
                             f"injected noise at the largest batch {batch} (target {NOISE_TARGET}): λ̂ inflated by "
                             "about as much; raise max_batch_size or max_steps")

@@ -6,7 +6,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from devinterp.slt import CalibrationResult, calibrate, default_nbeta
-from devinterp.slt.calibration import BURNIN_RELAXATIONS, MIN_LOCALIZATION, NOISE_TARGET, STEP_CURVATURE_PRODUCT
+from devinterp.slt.calibration import (BURNIN_RELAXATIONS, MIN_LOCALIZATION, NOISE_TARGET, STEP_CURVATURE_PRODUCT,
+                                       _choose)
 from devinterp.slt.geometry import noise_ratio
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
@@ -53,6 +54,18 @@ def test_too_small_a_budget_is_stated_not_hidden():
     rec = result.recommended
     assert rec["num_burnin"] + rec["num_draws"] <= 200
     assert any("max_steps=200" in p for p in result.problems)
+
+
+def test_a_step_raised_for_the_budget_gets_a_batch_for_its_noise():
+    # a sharp minimum (h nβ ≈ 5e5): the rule's ε needs ~1 900 burn-in steps, more than max_steps holds
+    common = dict(curvature=3000.0, noise_scale=150.0, nbeta=160.0, gamma=1000.0, n=1123, max_steps=400,
+                  max_step=math.inf)
+    rule = _choose(**common, min_batch=16, max_batch=16)
+    assert any("step size raised" in p for p in rule.problems) and any("largest batch 16" in p for p in rule.problems)
+    raised = _choose(**common, min_batch=16, max_batch=1024)
+    assert raised.step_size == rule.step_size and 16 < raised.batch_size < 1024
+    assert noise_ratio(150.0, raised.step_size, 160.0, raised.batch_size, 1123) <= NOISE_TARGET
+    assert not any("minibatch noise" in p for p in raised.problems)
 
 
 def test_calibrate_passes_params_through_and_validates():
