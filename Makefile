@@ -1,4 +1,4 @@
-# Two commands: `make demo` (train the default induction run) and `make test`.
+# Two commands: `make demo` (an induction run and a grokking run: type-A and type-B stages) and `make test`.
 # Both bootstrap .venv from nothing: torch first (pinned CPU wheel unless TORCH_SPEC says otherwise),
 # then the project, so no unpinned torch requirement can pull CUDA packages.
 PYTHON ?= python3
