@@ -52,16 +52,13 @@ def train_and_report(label: str, overrides: list[str], threads: int) -> DemoRun:
     import torch
 
     from devinterp.report import build_report
-    from devinterp.summary import format_summary, format_time_split, summarize_run
-    from devinterp.train import compose_train_config, run
+    from devinterp.train import compose_train_config, run, run_summary
 
     torch.set_num_threads(threads)
     overrides = [*overrides, f"progress={str(label == SHOWN).lower()}"]
     result = run(compose_train_config(overrides), overrides)
-    summary = "\n".join([f"run directory: {result.run_dir}", format_summary(summarize_run(result.run_dir)),
-                         format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds)])
     study = build_report(result.run_dir)
-    return DemoRun(label, summary, study.stages, study.notes, study.directory / "index.html")
+    return DemoRun(label, run_summary(result), study.stages, study.notes, study.directory / "index.html")
 
 
 def stages_by_type(runs: list[DemoRun]) -> dict[str, list[str]]:

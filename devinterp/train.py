@@ -197,13 +197,17 @@ def start_follower(train_cfg: TrainConfig, run_dir: Path, callbacks_cfg: dict):
     return Follower(run_dir, callbacks_cfg, device=str(resolve_device(train_cfg.device)), threads=threads)
 
 
-def report(result) -> None:
+def run_summary(result) -> str:
+    """What devinterp-train prints at the end of a run: its directory, summary and time split."""
     from devinterp.summary import format_summary, format_time_split, summarize_run
 
-    print(f"run directory: {result.run_dir}")
-    print(format_summary(summarize_run(result.run_dir)))
-    print(format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds,
-                            follower_lag=result.follower_lag_seconds))
+    return "\n".join([f"run directory: {result.run_dir}", format_summary(summarize_run(result.run_dir)),
+                      format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds,
+                                        follower_lag=result.follower_lag_seconds)])
+
+
+def report(result) -> None:
+    print(run_summary(result))
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
