@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
 from devinterp.slt import LLCResult, default_nbeta, estimate_llc
-from devinterp.slt.sampler import FunctionalProblem, run_chains
+from devinterp.slt.sampler import VMAP_MAX_FLOPS, FunctionalProblem, run_chains, vmap_pays_off
 
 from tests.slt.problems import Potential, half_squared_error
 
@@ -203,6 +203,29 @@ def test_loop_fallback_for_modules_vmap_cannot_handle_matches_vectorized():
     assert not looped.diagnostics["vectorized"] and "Error" in looped.diagnostics["fallback_reason"]
     assert vectorized.diagnostics["vectorized"]
     np.testing.assert_allclose(looped.loss_trace, vectorized.loss_trace, rtol=1e-4)
+
+
+def test_chains_loop_on_the_cpu_when_one_forward_pass_is_large():
+    """vmap over chains only while one chain's forward pass is small (VMAP_MAX_FLOPS); above, a loop over
+    chains with ordinary autograd, chosen by counted FLOPs (not timing) and not reported as a failure."""
+    width, batch = 512, 256  # 2 · 512² · 256 = 134 MFLOP per forward pass
+    assert 2 * width**2 * batch > VMAP_MAX_FLOPS > 2 * width**2 * 16
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(1024, width, generator=gen), torch.randn(1024, width, generator=gen))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(width, width, bias=False)
+    problem = FunctionalProblem(model, half_squared_error, None, None)
+    assert not vmap_pays_off(problem, (data.tensors[0][:batch], data.tensors[1][:batch]))
+    assert vmap_pays_off(problem, (data.tensors[0][:16], data.tensors[1][:16]))
+    kwargs = dict(num_chains=2, num_draws=3, step_size=1e-6, localization=1e4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 3 draws: too short to be healthy
+        looped = estimate_llc(model, half_squared_error, data, batch_size=batch, **kwargs)
+        vectorized = estimate_llc(model, half_squared_error, data, batch_size=16, **kwargs)
+    assert not looped.diagnostics["vectorized"] and looped.diagnostics["fallback_reason"] is None
+    assert vectorized.diagnostics["vectorized"]
+    assert np.isfinite(looped.loss_trace).all()
 
 
 class _ListDataset(Dataset):
