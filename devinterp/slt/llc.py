@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from devinterp.params import ParamSelector
 from devinterp.slt import diagnostics as diag
-from devinterp.slt.geometry import gradient_noise_scale, noise_ratio
+from devinterp.slt.geometry import NOISE_SAMPLES, gradient_noise_scale, noise_ratio
 from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains
 
 MAX_RHAT = 1.1
@@ -50,6 +50,11 @@ MAX_TREND = 0.1  # relative to |λ̂|
 TREND_Z = 3.0
 MAX_NOISE_RATIO = 0.1
 FULL_LOSS_BATCH = 512  # L_n(w*) batch when loss_fn is not a mean over samples
+# Per-sample gradients behind the noise-ratio health check of `estimate_llc` (at w* and at a chain's end).
+# The check's threshold is twice calibration's target, so a rougher noise scale than calibration's
+# (NOISE_SAMPLES) serves: from 64 samples its spread is about 10 % (256: 4 %) on the 46k-weight
+# attention-only model, at a quarter of the per-sample gradients.
+HEALTH_NOISE_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,8 @@ def estimate_llc(
     `devinterp.slt.sampler`; a diverged chain is stopped and excluded from the mean), mean_distance
     (mean ‖w − w*‖ over draws and chains), negative_llc, noise_scale_init (at w*), noise_scale (the larger
     of that and the scale at a chain's final weights) and noise_ratio (see `devinterp.slt.geometry`), control_variate (whether the read-out used per-sample losses at w*),
-    vectorized / fallback_reason (whether chains ran in one vmapped computation), init_grad_norm when
+    vectorized / fallback_reason (whether chains ran in one vmapped computation or a loop, and why vmap
+    failed if it did; `devinterp.slt.sampler.vmap_pays_off`), init_grad_norm when
     asked, and the settings used. A RuntimeWarning lists the failed health checks.
     """
     validate_settings(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
@@ -240,10 +246,10 @@ def estimate_llc(
         raise ValueError(f"nbeta must be positive, got {nbeta}")
 
     problem = FunctionalProblem(model, loss_fn, params, device)
-    result, _ = sample_llc(problem, data, measure_anchor(problem, data, seed), num_chains=num_chains,
-                        num_draws=num_draws, num_burnin=num_burnin, step_size=step_size, nbeta=nbeta,
-                        localization=localization, batch_size=batch_size, sampler=sampler, seed=seed,
-                        progress=progress)
+    anchor = measure_anchor(problem, data, seed, noise_samples=HEALTH_NOISE_SAMPLES if batch_size < len(data) else 0)
+    result, _ = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+                           step_size=step_size, nbeta=nbeta, localization=localization, batch_size=batch_size,
+                           sampler=sampler, seed=seed, noise_samples=HEALTH_NOISE_SAMPLES, progress=progress)
     if grad_norm:
         result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
     if result.problems:
@@ -254,10 +260,12 @@ def estimate_llc(
 
 def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,
                num_burnin: int, step_size: float, nbeta: float, localization: float, batch_size: int,
-               sampler: str, seed: int, progress: bool = False) -> tuple[LLCResult, dict | None]:
+               sampler: str, seed: int, noise_samples: int = NOISE_SAMPLES,
+               progress: bool = False) -> tuple[LLCResult, dict | None]:
     """The sampling part of `estimate_llc`, for a prepared problem and its anchor (shared by `calibrate`'s
     probes); settings already validated. No warning: the problems are in the result. Also returns the
-    final sampled tensors of the first chain that did not diverge (None if all did)."""
+    final sampled tensors of the first chain that did not diverge (None if all did). noise_samples:
+    per-sample gradients for the noise scale at that chain's final weights (minibatches only)."""
     n = len(data)
     run = run_chains(
         problem,
@@ -287,7 +295,8 @@ def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, n
     if len(alive):
         final = {name: w[alive[0]] for name, w in run.final_weights.items()}
     if batch_size < n and final is not None:  # the noise where a chain ended up, too (`devinterp.slt.geometry`)
-        noise_scale = max(noise_scale, gradient_noise_scale(problem, data, seed=seed + 1, weights=final))
+        noise_scale = max(noise_scale, gradient_noise_scale(problem, data, seed=seed + 1, weights=final,
+                                                            num_samples=noise_samples))
     diagnostics.update(
         noise_scale_init=anchor.noise_scale,
         noise_scale=noise_scale,
@@ -323,15 +332,17 @@ def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, n
 class Anchor:
     """What the sampler needs to know about w*: L_n(w*), the per-sample losses for the read-out's
     control variate (None when `loss_fn` is not a mean over samples or vmap cannot run the model),
-    and the gradient noise scale tr(Σ²)/tr(Σ) (`devinterp.slt.geometry`)."""
+    and the gradient noise scale tr(Σ²)/tr(Σ) (`devinterp.slt.geometry`; 0 when not measured)."""
 
     init_loss: float
     sample_losses: torch.Tensor | None
     noise_scale: float
 
 
-def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int) -> Anchor:
-    """Forward passes at w* (no gradients but the noise subsample's): see `Anchor`."""
+def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int,
+                   noise_samples: int = NOISE_SAMPLES) -> Anchor:
+    """Forward passes at w* (no gradients but the noise subsample's: `noise_samples` per-sample gradients,
+    none when 0, e.g. at full batch where the noise does not matter): see `Anchor`."""
     try:
         sample_losses = problem.sample_losses(data)
     except Exception:  # noqa: BLE001 - vmap cannot run this model: no control variate
@@ -344,7 +355,8 @@ def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int) -> Anch
         init_loss = problem.full_loss(data, FULL_LOSS_BATCH)
     if not math.isfinite(init_loss):
         raise ValueError(f"loss at the starting weights is not finite ({init_loss})")
-    return Anchor(init_loss, sample_losses, gradient_noise_scale(problem, data, seed=seed))
+    noise_scale = gradient_noise_scale(problem, data, seed=seed, num_samples=noise_samples) if noise_samples else 0.0
+    return Anchor(init_loss, sample_losses, noise_scale)
 
 
 def _is_sample_mean(problem: FunctionalProblem, data: Dataset, sample_losses: torch.Tensor) -> bool:
