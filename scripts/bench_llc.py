@@ -4,7 +4,8 @@ On the default 2-layer attention-only transformer (~46k parameters), random-toke
 at identical settings (nβ, ε, γ, chains, draws, batch, same weights and data), it prints:
 
 - floor: chains x draws plain forward+backward passes at the batch size (autograd `loss.backward()`,
-  a fresh minibatch each), the least any SGLD estimate at these settings must spend;
+  a fresh minibatch each), the least any SGLD estimate at these settings must spend (timed before and
+  after each of `--repeats` estimates; the median repeat is reported);
 - ours: wall time of `estimate_llc` (including its pass at w*: L_n(w*), per-sample losses, noise scale;
   timed also on its own);
 - anchor: wall time of devinterp 2.0.1's `devinterp.slt.llc.llc(...)` (no observables), run in a
@@ -16,7 +17,7 @@ at identical settings (nβ, ε, γ, chains, draws, batch, same weights and data)
   the mean of one timed before and one after the estimate.
 
 Usage: python scripts/bench_llc.py [--n 4096] [--batch-size 32] [--chains 4] [--draws 100]
-       [--threads N] [--anchor-venv /tmp/devinterp-2.0.1-venv] [--no-anchor] [--json out.json]
+       [--repeats 3] [--threads N] [--anchor-venv /tmp/devinterp-2.0.1-venv] [--no-anchor] [--json out.json]
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from torch.utils.data import TensorDataset
 from devinterp.models import attention_only
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
 from devinterp.slt import default_nbeta, estimate_llc
-from devinterp.slt.llc import measure_anchor
+from devinterp.slt.llc import HEALTH_NOISE_SAMPLES, measure_anchor
 from devinterp.slt.sampler import FunctionalProblem
 
 ANCHOR_VERSION = "2.0.1"
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--step-size", type=float, default=1e-3)
     parser.add_argument("--localization", type=float, default=100.0)
+    parser.add_argument("--repeats", type=int, default=3, help="floor/estimate alternations (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads, in both processes")
     parser.add_argument("--anchor-venv", type=Path, default=Path(tempfile.gettempdir()) / "devinterp-2.0.1-venv")
     parser.add_argument("--no-anchor", action="store_true", help="skip devinterp 2.0.1")
@@ -170,30 +172,36 @@ def main() -> None:
     batches = [tokens[torch.randint(0, args.n, (args.batch_size,), generator=g)]
                for _ in range(args.chains * args.draws)]
     floor_seconds(model, batches[:5])  # warm-up
-    floor_before = floor_seconds(model, batches)
-
     problem = FunctionalProblem(model, loss_fn, None, None)
-    start = time.perf_counter()
-    measure_anchor(problem, data, seed=0)
-    init_pass = time.perf_counter() - start
-
-    start = time.perf_counter()
-    result = estimate_llc(model, loss_fn, data, num_chains=args.chains, num_draws=args.draws,
-                          step_size=args.step_size, localization=args.localization, nbeta=nbeta,
-                          batch_size=args.batch_size, seed=0)
-    ours = time.perf_counter() - start
-    # The floor is timed before and after and averaged, so that a load change on a shared machine during
-    # the run shows up in both (the spread of the two is printed).
-    floor_after = floor_seconds(model, batches)
-    floor = (floor_before + floor_after) / 2
-    report = {"floor": floor, "floor_before": floor_before, "floor_after": floor_after, "ours": ours, "init_pass": init_pass, "ours_over_floor": ours / floor,
+    measure_anchor(problem, data, seed=0, noise_samples=HEALTH_NOISE_SAMPLES)  # warm-up
+    # Floor and estimate alternate, `repeats` times: a load change on a shared machine (floors timed a
+    # minute apart here differed by 25 %) then shows up in both; each estimate is divided by the mean of
+    # the floors just before and after it, and the median of those ratios is reported.
+    floors, ours, init_passes, ratios = [floor_seconds(model, batches)], [], [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        measure_anchor(problem, data, seed=0, noise_samples=HEALTH_NOISE_SAMPLES)
+        init_passes.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        result = estimate_llc(model, loss_fn, data, num_chains=args.chains, num_draws=args.draws,
+                              step_size=args.step_size, localization=args.localization, nbeta=nbeta,
+                              batch_size=args.batch_size, seed=0)
+        ours.append(time.perf_counter() - start)
+        floors.append(floor_seconds(model, batches))
+        ratios.append(ours[-1] / ((floors[-2] + floors[-1]) / 2))
+    pick = sorted(range(args.repeats), key=ratios.__getitem__)[args.repeats // 2]  # the median repeat
+    floor, ours, init_pass = (floors[pick] + floors[pick + 1]) / 2, ours[pick], init_passes[pick]
+    report = {"floor": floor, "floors": floors, "ours": ours, "init_pass": init_pass, "ours_over_floor": ratios[pick],
+              "ours_over_floor_repeats": ratios, "vectorized": result.diagnostics["vectorized"],
               "llc_mean": result.mean, "llc_std": result.std, "load_start": os.getloadavg()[0]}
-    print(f"floor ({args.chains * args.draws} forward+backward):  {floor:7.2f} s   (before / after the estimate: "
-          f"{floor_before:.2f} / {floor_after:.2f} s)")
-    print(f"estimate_llc end to end:              {ours:7.2f} s   = {ours / floor:.2f}x floor (target <= 1.15); "
-          f"llc {result.mean:.2f} ± {result.std:.2f}")
+    print(f"floor ({args.chains * args.draws} forward+backward):  {floor:7.2f} s   (all floors, in order: "
+          + " / ".join(f"{f:.2f}" for f in floors) + " s)")
+    print(f"estimate_llc end to end:              {ours:7.2f} s   = {ours / floor:.2f}x floor (target <= 1.15; "
+          f"median of {args.repeats}: " + ", ".join(f"{r:.2f}" for r in ratios) + f"); llc {result.mean:.2f} ± "
+          f"{result.std:.2f}; chains {'vmapped' if result.diagnostics['vectorized'] else 'looped'}")
     print(f"  of which the pass at w* (alone):    {init_pass:7.2f} s   = {init_pass / floor:.2f}x floor "
-          f"(`measure_anchor`: per-sample losses over n={args.n}, gradient noise scale)")
+          f"(`measure_anchor`: per-sample losses over n={args.n}, gradient noise scale from "
+          f"{HEALTH_NOISE_SAMPLES} samples)")
 
     if not args.no_anchor:
         python = ensure_anchor_venv(args.anchor_venv)
