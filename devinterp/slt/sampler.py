@@ -306,9 +306,9 @@ class MinibatchStream:
     def next(self):
         if self.full_batch:
             return self._full, None
-        if self._cursor + self.batch_size > self.n:
-            noise = torch.rand(self.num_chains, self.n, generator=self.generator)
-            self._perm, self._cursor = noise.argsort(dim=1), 0
+        if self._cursor + self.batch_size > self.n:  # a new epoch: a fresh permutation per chain
+            perms = [torch.randperm(self.n, generator=self.generator) for _ in range(self.num_chains)]
+            self._perm, self._cursor = torch.stack(perms), 0
         indices = self._perm[:, self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return _to_device(_collate(self.data, indices), self.device), indices
@@ -397,10 +397,9 @@ def run_chains(
 
     def noise_like_weights() -> torch.Tensor:
         """N(0, 1) of shape (chains, D), drawn one sampled tensor at a time, (chains, *shape) each."""
-        return torch.cat([
-            torch.randn((num_chains, *shape), generator=noise_gen, device=device, dtype=dtype).reshape(num_chains, size)
-            for shape, size in zip(problem.shapes, problem.sizes)
-        ], dim=1)
+        parts = [torch.randn((num_chains, *shape), generator=noise_gen, device=device, dtype=dtype).reshape(num_chains, size)
+                 for shape, size in zip(problem.shapes, problem.sizes)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     first = _to_device(_collate(data, torch.arange(batches.batch_size)), device)
     vectorized, fallback_reason = vmap_pays_off(problem, first), None
@@ -436,10 +435,9 @@ def run_chains(
 
             with torch.no_grad():
                 displacement = weights - w_star
-                # ‖w − w*‖² over sampled entries: summed per tensor in the model's dtype, then over tensors
-                # in float64 (this order keeps the numbers of the earlier per-tensor code exactly)
+                # ‖w − w*‖² over the sampled entries, accumulated in float64
                 squared = (displacement if mask is None else displacement * mask) ** 2
-                squared_distance = sum(part.sum(1).to(torch.float64) for part in squared.split(problem.sizes, dim=1))
+                squared_distance = squared.sum(1, dtype=torch.float64)
             ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
             diverged_at.masked_fill_(alive & ~ok, step)
             alive = alive & ok
