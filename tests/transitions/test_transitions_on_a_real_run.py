@@ -7,11 +7,12 @@ from devinterp.train import compose_train_config, run
 from devinterp.transitions import detect_transitions
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=120)
 def test_induction_bump_is_inside_a_type_a_stage(tmp_path):
     overrides = ["steps=600", "checkpoints.log=30", "checkpoints.linear=15", "task.eval_size=128",
                  "callbacks=[loss,induction,llc]", "callbacks.llc.schedule.checkpoint_stride=3", "callbacks.llc.num_chains=2",
-                 "callbacks.llc.step_size=1e-3",  # explicit (calibration has its own tests): cheap chains
+                 "callbacks.llc.step_size=1e-3", "callbacks.llc.num_draws=50",  # explicit (calibration has its own
+                 # tests): cheap chains; the LLC rises ~8x through the bump, far beyond 50 draws' spread
                  "progress=false", f"run_dir={tmp_path / 'run'}"]
     result = run(compose_train_config(overrides), overrides)
     metrics = read_metrics(result.run_dir)
