@@ -13,7 +13,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first, the longest (`@pytest.mark.slow(seconds=...)`, a rough single-core estimate)
+    """Slow tests first, the longest (`@pytest.mark.slow(seconds=...)`, as measured in `make test`)
     leading, so parallel workers start on them and none is left running alone at the end."""
     def order(item):
         slow = item.get_closest_marker("slow")

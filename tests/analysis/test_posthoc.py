@@ -46,7 +46,7 @@ def test_changed_settings_add_entries_instead_of_overwriting(trained, tmp_path):
     assert everything[everything.callback == "induction"]["settings"].nunique() == 2
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 @pytest.mark.parametrize("executor", [ExecutorName.process, ExecutorName.ray])
 def test_parallel_executors_match_serial(trained, tmp_path, executor):
     """Bit-for-bit equal. Workers run one torch thread each (a pool shares the cores), so the

@@ -87,7 +87,7 @@ def quartic_loss(model, batch):
     return (model.w**4).sum()
 
 
-@pytest.mark.slow(seconds=35)
+@pytest.mark.slow(seconds=25)
 def test_a_localization_dominated_estimate_is_flagged():
     # Under γ = nβ/100 the localization's width shrinks like (nβ)^(-1/2), the quartic posterior's only
     # like (nβ)^(-1/4): at n = 1e5 the localized mean is ~25 % low (numerical integral: 0.74 for λ = 1)

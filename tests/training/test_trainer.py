@@ -36,7 +36,7 @@ def assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_short_run_learns_induction(tmp_path):
     result = train([*INDUCTION_FAST, f"runs_root={tmp_path}"])
     metrics = read_metrics(result.run_dir)
@@ -101,7 +101,7 @@ def test_exact_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, tiny_ov
     assert torch.allclose(torch.tensor(a["value"].to_numpy()), torch.tensor(b["value"].to_numpy()))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_exact_resume_after_sigkill(tmp_path):
     """A real `kill -9` of the training process, then `devinterp-train resume=true`."""
     common = ["steps=300", "checkpoints.log=0", "checkpoints.linear=31", "progress=false",

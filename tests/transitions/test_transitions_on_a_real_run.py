@@ -7,7 +7,7 @@ from devinterp.train import compose_train_config, run
 from devinterp.transitions import detect_transitions
 
 
-@pytest.mark.slow(seconds=120)
+@pytest.mark.slow(seconds=70)
 def test_induction_bump_is_inside_a_type_a_stage(tmp_path):
     overrides = ["steps=600", "checkpoints.log=30", "checkpoints.linear=15", "task.eval_size=128",
                  "callbacks=[loss,induction,llc]", "callbacks.llc.schedule.checkpoint_stride=3", "callbacks.llc.num_chains=2",
