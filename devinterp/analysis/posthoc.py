@@ -160,7 +160,8 @@ def waiting_jobs(jobs: list[CheckpointJob], results: list[JobResult]) -> list[Ch
     it (and compute the result if it did not store it)."""
     busy = defaultdict(set)
     for result in results:
-        busy[result.step].update(result.busy)
+        if result.busy:  # only these steps: a job without callbacks would still load its checkpoint
+            busy[result.step].update(result.busy)
     return [replace(job, callbacks=tuple(c for c in job.callbacks if c.name in busy[job.step]), wait_for_claims=True)
             for job in jobs if job.step in busy]
 

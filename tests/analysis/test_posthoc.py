@@ -90,3 +90,17 @@ def test_posthoc_results_go_to_the_runs_own_wandb_run(trained, tmp_path, monkeyp
     analyze_cli.main()
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs and all(p.name.endswith("-abcd1234") for p in offline_runs)
+
+
+def test_only_results_another_process_held_are_waited_for(tmp_path):
+    """The last pass (`waiting_jobs`) holds a job only where a callback found its claim taken, with
+    only those callbacks: no job, and no checkpoint load, for the steps that finished in the first pass."""
+    from devinterp.analysis.posthoc import CheckpointJob, JobResult, waiting_jobs
+
+    loss, weights = LossCallback(), WeightsCallback()
+    jobs = [CheckpointJob(tmp_path, step, (loss, weights), "cpu", (0, 10, 20), 20, True) for step in (0, 10, 20)]
+    results = [JobResult(0, {"loss": 0.1, "weights": 0.1}), JobResult(10, {"weights": 0.1}, busy=("loss",)),
+               JobResult(20, {"loss": 0.1, "weights": 0.1})]
+    waiting = waiting_jobs(jobs, results)
+    assert [(job.step, [c.name for c in job.callbacks], job.wait_for_claims) for job in waiting] == [(10, ["loss"], True)]
+    assert waiting_jobs(jobs, [JobResult(s, {"loss": 0.1}) for s in (0, 10, 20)]) == []
