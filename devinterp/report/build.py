@@ -107,11 +107,14 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
     present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if (metrics["name"] == name).any()]
     if present and present[0] != loss:
         notes.append(f"No '{loss}' metric in this run: the stages' loss evidence uses '{present[0]}'.")
+    def if_logged(name: str | None) -> str | None:  # optional metrics: not every task logs them
+        return name if name and (metrics["name"] == name).any() else None
+
     try:
         stages = detect_transitions(metrics, llc=llc, loss=present[0] if present else None,
-                                    llc_std=llc_std if llc_std and (metrics["name"] == llc_std).any() else None,
-                                    llc_healthy=healthy if (metrics["name"] == healthy).any() else None,
-                                    icl_score="eval/icl_score", prefix_matching="induction/prefix_matching_max",
+                                    llc_std=if_logged(llc_std), llc_healthy=if_logged(healthy),
+                                    icl_score=if_logged("eval/icl_score"),
+                                    prefix_matching=if_logged("induction/prefix_matching_max"),
                                     movers=MOVER_METRICS)
     except ValueError as e:
         notes.append(f"Stage detection not possible: {e}")

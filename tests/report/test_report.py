@@ -80,3 +80,19 @@ def test_report_logs_to_wandb_offline(run_with_llc, monkeypatch, capsys):
     report_cli.main()
     run_id = (run_with_llc / "wandb_id.txt").read_text()
     assert any(p.name.endswith(run_id) for p in (run_with_llc / "wandb").glob("offline-run-*"))
+
+
+def test_stages_of_a_task_without_in_context_scores_raise_no_warning():
+    """A text or modular run logs no eval/icl_score: the report leaves that signal out instead of
+    warning that it is missing (detect_transitions warns when asked for it by name)."""
+    import warnings
+
+    from devinterp.report.build import find_stages
+    from devinterp.transitions.synthetic import make_scenario
+
+    metrics = make_scenario("A-B-A", llc_noise=0.5, seed=0).long()
+    notes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stages = find_stages(metrics, "llc/mean", "eval/loss", "llc/std", notes)
+    assert list(stages["type"]) == ["A", "B", "A"] and notes == []
