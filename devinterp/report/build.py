@@ -107,6 +107,7 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
     present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if (metrics["name"] == name).any()]
     if present and present[0] != loss:
         notes.append(f"No '{loss}' metric in this run: the stages' loss evidence uses '{present[0]}'.")
+
     def if_logged(name: str | None) -> str | None:  # optional metrics: not every task logs them
         return name if name and (metrics["name"] == name).any() else None
 
