@@ -120,27 +120,27 @@ def deflated_power_iteration(op, k: int, seed: int, max_iter: int, stop) -> dict
 
 # Runs with PYTHONPATH=<the code at --before>: the callback at its defaults on the given checkpoints.
 BEFORE_SCRIPT = r'''
-import json, sys, time, warnings
+import dataclasses, json, sys, time, warnings
 from pathlib import Path
 import torch
 from devinterp import checkpoints
-from devinterp.analysis.posthoc import load_run_data
+from devinterp.analysis import posthoc
 from devinterp.callbacks.base import CallbackContext, derive_seed
 from devinterp.callbacks.hessian import HessianCallback
-from devinterp.analysis import posthoc
 torch.set_num_threads(int(sys.argv[3]))
 # The run was written by newer code: task keys this revision does not know must be off (None), and go.
 read_config = posthoc.run_config
 def known_keys_only(run_dir):
     config = read_config(run_dir)
     schemas = getattr(posthoc, "TASK_SCHEMAS", None) or posthoc._TASK_SCHEMAS  # renamed since
-    known = {f.name for f in __import__("dataclasses").fields(schemas[config["task"]["name"]])}
+    known = {f.name for f in dataclasses.fields(schemas[config["task"]["name"]])}
     unknown = {k: v for k, v in config["task"].items() if k not in known}
     if any(v is not None for v in unknown.values()):
         sys.exit(f"the run sets task keys this revision lacks: {unknown}")
     return {**config, "task": {k: v for k, v in config["task"].items() if k in known}}
 posthoc.run_config = known_keys_only
-run_dir, data = Path(sys.argv[1]), load_run_data(Path(sys.argv[1]))
+run_dir = Path(sys.argv[1])
+data = posthoc.load_run_data(run_dir)
 callback = HessianCallback()
 for step in json.loads(sys.argv[2]):
     ctx = CallbackContext(step, checkpoints.load(run_dir, step), data.task, data.eval_tokens, data.train_tokens,

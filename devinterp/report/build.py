@@ -100,16 +100,17 @@ def read_run_llc(run_dir: Path, llc: str, llc_settings: str | None, notes: list[
 def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None, notes: list[str]) -> pd.DataFrame:
     from devinterp.transitions import detect_transitions
 
-    if not (metrics["name"] == llc).any():
+    logged = set(metrics["name"].unique())
+    if llc not in logged:
         notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
         return pd.DataFrame(columns=STAGE_COLUMNS)
     healthy = health_metric(llc)
-    present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if (metrics["name"] == name).any()]
+    present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if name in logged]
     if present and present[0] != loss:
         notes.append(f"No '{loss}' metric in this run: the stages' loss evidence uses '{present[0]}'.")
 
     def if_logged(name: str | None) -> str | None:  # optional metrics: not every task logs them
-        return name if name and (metrics["name"] == name).any() else None
+        return name if name in logged else None
 
     try:
         stages = detect_transitions(metrics, llc=llc, loss=present[0] if present else None,
