@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from devinterp import checkpoints
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import preflight
+from devinterp.core.devices import resolve_device
 from devinterp.config import AnalyzeConfig, ConfigError, ExecutorName, register_configs
 from devinterp.store.results import FAILURES_DIRNAME
 from devinterp.store.run_dir import CONFIG_FILE
-from devinterp.training.trainer import resolve_device
 
 PROG = "devinterp-analyze"
 EXIT_FAILURES = 1

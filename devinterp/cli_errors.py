@@ -14,9 +14,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+
+from devinterp.core.errors import describe
 
 # Hydra's own flags that take a value as the next argument.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -39,26 +39,6 @@ def split_argv(argv: list[str]) -> tuple[list[str], bool]:
         elif not arg.lstrip("+~").startswith("hydra"):
             overrides.append(arg)
     return overrides, multirun
-
-
-def describe(error: BaseException) -> str:
-    """One line for a composition error, naming the key (and value) where known."""
-    chain, e = [], error
-    while e is not None:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:
-        if isinstance(e, MissingConfigException):
-            options = [o for o in getattr(e, "options", None) or [] if not o.endswith("_schema")]
-            options = f" (available: {', '.join(options)})" if options else ""
-            return str(e).splitlines()[0] + options
-        if isinstance(e, OmegaConfBaseException):
-            first = str(e).splitlines()[0]
-            key = getattr(e, "full_key", None)
-            if "not in struct" in first or "not in '" in first:
-                return f"unknown config key '{key}' ({first})" if key else first
-            return f"{key}: {first}" if key else first
-    return str(error).splitlines()[0]
 
 
 def preflight(

@@ -18,15 +18,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the key and the value."""
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from devinterp.core.devices import Device
+from devinterp.core.errors import ConfigError
 
 
 # ----------------------------------------------------------------------------- model/

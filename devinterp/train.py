@@ -188,7 +188,7 @@ def start_follower(train_cfg: TrainConfig, run_dir: Path, callbacks_cfg: dict):
     import torch
 
     from devinterp.analysis.follow import Follower
-    from devinterp.training.trainer import resolve_device
+    from devinterp.core.devices import resolve_device
 
     cores = os.cpu_count() or 1
     threads = train_cfg.follower_threads or max(1, cores // 2)

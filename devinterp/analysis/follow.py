@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from devinterp import checkpoints
 from devinterp.analysis.posthoc import ANALYSIS_STATUS_FILE, load_run_data, run_config
 from devinterp.callbacks import Callback, CallbackRunner
-from devinterp.callbacks.progress import BAR_FORMAT, format_time_left, measuring_label
+from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.store.atomic import atomic_write_json
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import STATUS_FILE, read_status

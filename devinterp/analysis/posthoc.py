@@ -31,7 +31,7 @@ from devinterp import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
 from devinterp.analysis.progress import AnalysisProgress
-from devinterp.callbacks.progress import BAR_FORMAT
+from devinterp.core.progress import BAR_FORMAT
 from devinterp.config import TASK_SCHEMAS, ExecutorName, TaskConfig
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status

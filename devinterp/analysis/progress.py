@@ -1,5 +1,5 @@
 """The post-hoc analysis bar: what is being measured, and time left from the measured callback costs
-(see devinterp.callbacks.progress)."""
+(see devinterp.core.progress)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from devinterp.callbacks.progress import CostModel, format_time_left, measuring_label
+from devinterp.core.progress import CostModel, format_time_left, measuring_label
 
 
 class AnalysisProgress:

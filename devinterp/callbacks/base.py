@@ -18,7 +18,10 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+# require and positive are also the callbacks' own building blocks of Settings.validate
+from devinterp.core.errors import ConfigError, SettingError, describe, positive, require  # noqa: F401
 from devinterp.tasks import Task
 
 
@@ -88,25 +91,6 @@ def derive_seed(run_seed: int, step: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-class SettingError(ValueError):
-    """A callback setting has a bad value. `key` is relative to the callback ("step_size")."""
-
-    def __init__(self, key: str, value, why: str):
-        super().__init__(f"{key}={value!r}: {why}")
-        self.key, self.value, self.why = key, value, why
-
-
-def require(ok: bool, key: str, value, why: str) -> None:
-    """Raise SettingError(key, value, why) unless `ok`: the building block of `validate`."""
-    if not ok:
-        raise SettingError(key, value, why)
-
-
-def positive(value) -> bool:
-    """A number (not a bool or a string) greater than 0."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
 @dataclass
 class NoSettings:
     pass
@@ -127,11 +111,6 @@ class Callback:
     Settings: type = NoSettings
 
     def __init__(self, schedule: Schedule | dict | None = None, **settings):
-        from omegaconf import OmegaConf
-
-        from devinterp.cli_errors import describe
-        from devinterp.config import ConfigError
-
         try:
             self.schedule = _as_schedule(schedule)
             merged = OmegaConf.merge(OmegaConf.structured(self.Settings), settings)
@@ -139,7 +118,7 @@ class Callback:
             if hasattr(self.config, "validate"):
                 self.config.validate()
         except SettingError as e:
-            raise ConfigError(f"callbacks.{self.name}.{e}") from None
+            raise e.within(f"callbacks.{self.name}") from None
         except Exception as e:
             raise ConfigError(f"callbacks.{self.name}: {describe(e)}") from e
 
@@ -176,8 +155,6 @@ class ScheduleSettings:
 def _as_schedule(schedule) -> Schedule:
     if isinstance(schedule, Schedule):
         return schedule
-    from omegaconf import OmegaConf
-
     merged = OmegaConf.merge(OmegaConf.structured(ScheduleSettings), {} if schedule is None else schedule)
     values = OmegaConf.to_container(merged)
     return Schedule(**{**values, "steps": tuple(values["steps"])})

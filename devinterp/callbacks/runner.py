@@ -13,8 +13,8 @@ import torch
 from hydra.utils import instantiate
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, derive_seed
-from devinterp.callbacks.progress import CostModel
-from devinterp.config import ConfigError
+from devinterp.core.progress import CostModel
+from devinterp.core.errors import ConfigError
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
 

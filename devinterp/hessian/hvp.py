@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from devinterp.params import ParamSelector, select_parameters
+from devinterp.core.params import ParamSelector, select_parameters
 
 HVPMethod = Literal["jvp", "double_backward"]
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -298,7 +298,7 @@ def hvp_operator(
         batches: the fixed batches, materialised once (moved to `device`; floating tensors cast to
             `dtype` when it is given).
         params: which weights: None (all), names / glob patterns, or `{name: bool mask}`; resolved by
-            `devinterp.params.select_parameters`. With masks the operator acts on the selected entries.
+            `devinterp.core.params.select_parameters`. With masks the operator acts on the selected entries.
         method: "jvp" (forward-over-reverse, `torch.func.jvp(grad(f))`) or "double_backward"
             (reverse-over-reverse). Both give the same product; the default was the faster one on
             the attention-only transformer.

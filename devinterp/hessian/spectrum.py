@@ -27,7 +27,7 @@ from devinterp.hessian.trace import (
     rademacher_probes,
     trace_from_samples,
 )
-from devinterp.params import ParamSelector
+from devinterp.core.params import ParamSelector
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from devinterp.cli_errors import preflight
+from devinterp.core.devices import resolve_device
 from devinterp.config import ConfigError, ReportConfig, register_configs
 from devinterp.report.build import REPORT_DIRNAME
 from devinterp.report.series import seed_runs, split_llc_series
@@ -97,7 +98,6 @@ def log_report(report_cfg: ReportConfig, report) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="report", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> None:
     from devinterp.report import build_report
-    from devinterp.training.trainer import resolve_device
 
     report_cfg: ReportConfig = OmegaConf.to_object(cfg)
     report = build_report(Path(report_cfg.run_dir), llc=report_cfg.llc, loss=report_cfg.loss,

@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from devinterp.params import ParamSelector
+from devinterp.core.params import ParamSelector
 from devinterp.slt.geometry import CURVATURE_SAMPLES, noise_ratio, top_curvature
 from devinterp.slt.llc import MIN_ESS, LLCResult, default_nbeta, is_trending, measure_anchor, sample_llc
 from devinterp.slt.sampler import FunctionalProblem, LossFn

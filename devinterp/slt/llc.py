@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from devinterp.params import ParamSelector
+from devinterp.core.params import ParamSelector
 from devinterp.slt import diagnostics as diag
 from devinterp.slt.geometry import NOISE_SAMPLES, gradient_noise_scale, noise_ratio
 from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains

@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.flop_counter import flop_registry
 from tqdm.auto import tqdm
 
-from devinterp.params import ParamSelector, select_parameters
+from devinterp.core.params import ParamSelector, select_parameters
 
 LossFn = Callable[[torch.nn.Module, object], torch.Tensor]
 

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from devinterp import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
-from devinterp.callbacks.progress import BAR_FORMAT, format_time_left, measuring_label
-from devinterp.config import Device, TrainConfig
+from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
+from devinterp.config import TrainConfig
+from devinterp.core.devices import resolve_device
 from devinterp.loggers import MetricLogger
 from devinterp.models import build_model, count_parameters
 from devinterp.store.metrics import MetricsWriter
@@ -47,12 +48,6 @@ class TrainResult:
     train_seconds: float  # of `seconds`: forward, backward, optimizer steps
     callback_seconds: dict[str, float]  # of `seconds`: per callback (analyze=follow: the follower's)
     follower_lag_seconds: float | None = None  # analyze=follow: end of training -> follower done
-
-
-def resolve_device(device: Device) -> torch.device:
-    if device == Device.auto:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device.value)
 
 
 def load_or_create_eval_tokens(run_dir: Path, task: Task) -> torch.Tensor:
@@ -91,7 +86,7 @@ def resume_point(run_dir: Path, device: torch.device) -> checkpoints.Resumable |
 class TrainingProgress:
     """The training bar's text: "train" or what is being measured ("llc @ step 290"), the last loss,
     training steps/s (training only) and the time left, counting the callbacks still due at their
-    measured cost (see devinterp.callbacks.progress)."""
+    measured cost (see devinterp.core.progress)."""
 
     def __init__(self, bar: tqdm):
         self.bar = bar

@@ -3,7 +3,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from transformers import AutoModelForCausalLM
 
 from devinterp.models import AttnOnlyConfig, AttnOnlyTransformer, count_parameters, head_parameter_masks
-from devinterp.params import select_parameters
+from devinterp.core.params import select_parameters
 
 
 def tiny_model(**kw):
