@@ -24,13 +24,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import preflight
 from devinterp.core.devices import resolve_device
 from devinterp.config import AnalyzeConfig, ConfigError, ExecutorName, register_configs
 from devinterp.store.results import FAILURES_DIRNAME
-from devinterp.store.run_dir import CONFIG_FILE
+from devinterp.store.run_dir import RUN_CONFIG_FILE
 
 PROG = "devinterp-analyze"
 EXIT_FAILURES = 1
@@ -41,8 +41,8 @@ register_configs()
 def check_analyze_config(cfg: DictConfig) -> None:
     analyze_cfg: AnalyzeConfig = OmegaConf.to_object(cfg)
     run_dir = Path(analyze_cfg.run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE})")
+    if not (run_dir / RUN_CONFIG_FILE).is_file():
+        raise ConfigError(f"run_dir={analyze_cfg.run_dir!r}: not a devinterp run directory (no {RUN_CONFIG_FILE})")
     if analyze_cfg.follow:
         check_follow_config(analyze_cfg)
     available = [info.step for info in checkpoints.list_checkpoints(run_dir)]

@@ -34,7 +34,7 @@ from devinterp.config import AnalyzeMode, ConfigError, TrainConfig, register_con
 from devinterp.loggers import build_logger
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
+from devinterp.store.run_dir import RUN_CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
 
 PROG = "devinterp-train"
 EXIT_FAILED = 1
@@ -69,13 +69,13 @@ def resume_config(requested: DictConfig, overrides: list[str]) -> tuple[DictConf
     since the run started so that its config can no longer be recomposed.
     """
     run_dir = Path(requested.run_dir)
-    stored = OmegaConf.load(run_dir / CONFIG_FILE)
+    stored = OmegaConf.load(run_dir / RUN_CONFIG_FILE)
     for override in overrides:
         key = override_key(override)
         if not _is_resumable(override) and OmegaConf.select(requested, key) != OmegaConf.select(stored, key):
             raise ConfigError(
                 f"{key}={OmegaConf.select(requested, key)!r}: a resumed run keeps its stored value "
-                f"{OmegaConf.select(stored, key)!r} (from {run_dir / CONFIG_FILE})"
+                f"{OmegaConf.select(stored, key)!r} (from {run_dir / RUN_CONFIG_FILE})"
             )
     stored_overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
     merged = [o for o in stored_overrides if not _is_resumable(o)] + [o for o in overrides if _is_resumable(o)]
@@ -101,7 +101,7 @@ def prepare_run_dir(cfg: DictConfig, train_cfg: TrainConfig, overrides: list[str
     run_dir.mkdir(parents=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["run_dir"] = str(run_dir)
-    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(resolved))
+    atomic_write_text(run_dir / RUN_CONFIG_FILE, OmegaConf.to_yaml(resolved))
     atomic_write_text(run_dir / OVERRIDES_FILE, yaml.safe_dump([o for o in overrides if not o.startswith("run_dir=")]))
     return run_dir
 
@@ -129,7 +129,7 @@ def stop_file_logging() -> None:
 
 def run(cfg: DictConfig, overrides: list[str]):
     """Validate `cfg`, create the run directory and train. Returns the TrainResult."""
-    from devinterp import checkpoints
+    from devinterp.store import checkpoints
     from devinterp.training.trainer import train
 
     train_cfg: TrainConfig = OmegaConf.to_object(cfg)

@@ -198,7 +198,7 @@ def default_run(run_dir: Path | None, workdir: Path) -> Path:
 
 def before_and_after(args, report: dict) -> None:
     """Section 4: the hessian callback at --before and now, on checkpoints of a real run."""
-    from devinterp import checkpoints
+    from devinterp.store import checkpoints
     from devinterp.analysis.posthoc import load_run_data
     from devinterp.callbacks.base import CallbackContext, derive_seed
     from devinterp.callbacks.hessian import HessianCallback

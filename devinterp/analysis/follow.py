@@ -4,7 +4,7 @@
     devinterp-train analyze=follow callbacks=study      # the trainer starts this follower itself
 
 The follower polls the run directory. It measures complete checkpoints only (a checkpoint directory
-exists only once it is complete, see devinterp.checkpoints), oldest first, so it keeps up whenever the
+exists only once it is complete, see devinterp.store.checkpoints), oldest first, so it keeps up whenever the
 callbacks cost less than the training between checkpoints and catches up afterwards otherwise. Due
 steps come from the run's own checkpoint schedule (its config), exactly as in a live run, and results
 already stored are skipped: a killed follower resumes, two followers never redo each other's work.
@@ -22,7 +22,6 @@ the seconds per callback and the lag: seconds from the end of training to the la
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,13 +31,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from devinterp import checkpoints
-from devinterp.analysis.posthoc import ANALYSIS_STATUS_FILE, load_run_data, run_config
+from devinterp.analysis.posthoc import load_run_data, run_config
 from devinterp.callbacks import Callback, CallbackRunner
 from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
-from devinterp.store.atomic import atomic_write_json
+from devinterp.store import checkpoints
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import STATUS_FILE, read_status
+from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, STATUS_FILE, Status, read_status, write_status
+from devinterp.store.unreadable import UnreadableFileError
 from devinterp.training.schedule import checkpoint_schedule
 
 log = logging.getLogger(__name__)
@@ -66,16 +65,16 @@ class FollowResult:
         return 0 if self.outcome == FINISHED else 1
 
 
-def _training_status(run_dir: Path) -> dict | None:
+def _training_status(run_dir: Path) -> Status | None:
     """The trainer's status.json, or None while there is none (or it is being replaced)."""
     try:
         return read_status(run_dir)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, UnreadableFileError):
         return None
 
 
 def _write_status(run_dir: Path, state: str, step: int | None, **extra) -> None:
-    atomic_write_json(run_dir / ANALYSIS_STATUS_FILE, {"state": state, "step": step, "updated": time.time(), **extra})
+    write_status(run_dir, state, step, name=ANALYSIS_STATUS_FILE, **extra)
 
 
 def follow_run(
@@ -115,7 +114,7 @@ def follow_run(
             # The status first: the trainer writes "finished" only after its last checkpoint, so a
             # "finished" read here means every checkpoint is already listed below.
             status = _training_status(run_dir)
-            state = status["state"] if status else None
+            state = status.state if status else None
             available = {info.step for info in checkpoints.list_checkpoints(run_dir)}
             pending = [s for s in (runner or planner).pending_steps() if s in scheduled]
             # A step whose callbacks all deferred (the LLC before its calibration) waits for catch_up.
@@ -146,19 +145,19 @@ def follow_run(
                                       f"{pending[:10]}{' ...' if len(pending) > 10 else ''}. {measured}.")
                 else:
                     result.outcome = FINISHED
-                    result.lag_seconds = max(0.0, time.time() - float(status.get("updated", started)))
+                    result.lag_seconds = max(0.0, time.time() - (status.updated or started))
                     result.message = (f"followed {run_dir}: {measured.lower()}; everything stored "
                                       f"{result.lag_seconds:.1f} s after training finished")
                 break
             if state == "failed":
                 result.outcome = TRAINING_FAILED
-                result.message = (f"{run_dir}: training failed at step {status.get('step')}. {measured} (every "
+                result.message = (f"{run_dir}: training failed at step {status.step}. {measured} (every "
                                   f"complete one); {len(pending)} due checkpoints will not come: resume the "
                                   f"run, then follow it again.")
                 break
             # The trainer refreshes its status at every checkpoint and at least every
             # devinterp.training.trainer.HEARTBEAT_SECONDS; before its first status, count from our start.
-            silent = time.time() - (float(status.get("updated", started)) if status else started)
+            silent = time.time() - ((status.updated or started) if status else started)
             if silent > stale_after:
                 result.outcome = TRAINER_SILENT
                 described = f"status {state!r}" if state else f"no {STATUS_FILE}"
@@ -220,7 +219,8 @@ class Follower:
     def wait(self) -> dict:
         self.process.join()
         try:
-            outcome = json.loads((self.run_dir / ANALYSIS_STATUS_FILE).read_text())
-        except (OSError, ValueError):
+            status = read_status(self.run_dir, ANALYSIS_STATUS_FILE)
+            outcome = {"state": status.state, "step": status.step, "updated": status.updated, **status.extra}
+        except (OSError, UnreadableFileError):
             outcome = {}
         return {**outcome, "exit_code": self.process.exitcode}

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.store.run_dir import EVAL_TOKENS_FILE
 
 

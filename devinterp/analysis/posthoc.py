@@ -27,20 +27,20 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
 from devinterp.analysis.progress import AnalysisProgress
 from devinterp.core.progress import BAR_FORMAT
 from devinterp.config import TASK_SCHEMAS, ExecutorName, TaskConfig
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import CONFIG_FILE, EVAL_TOKENS_FILE, STATUS_FILE, read_status
-from devinterp.store.atomic import atomic_write_json
-from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
+from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, RUN_CONFIG_FILE, read_status, write_status
+from devinterp.store.unreadable import UnreadableFileError, warn_unreadable
 from devinterp.tasks import build_task
 
 log = logging.getLogger(__name__)
-ANALYSIS_STATUS_FILE = "analysis_status.json"
+
+
 @dataclass(frozen=True)
 class CheckpointJob:
     """Callbacks to run at one checkpoint (planned by the driver: they are due and not stored)."""
@@ -80,7 +80,7 @@ class AnalysisResult:
 
 
 def run_config(run_dir: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
 
 
 @functools.lru_cache(maxsize=4)
@@ -107,11 +107,11 @@ def run_is_finished(run_dir: Path) -> bool:
     """Whether training has finished (`status.json` says so; a run without one, or with an unreadable
     one, counts as finished: post hoc, its saved checkpoints are all there is)."""
     try:
-        return read_status(run_dir).get("state") == "finished"
+        return read_status(run_dir).state == "finished"
     except FileNotFoundError:
         return True
-    except (OSError, ValueError, AttributeError) as e:
-        warn_unreadable(UnreadableFileError(Path(run_dir) / STATUS_FILE, error_line(e)), "the run counts as finished")
+    except UnreadableFileError as e:
+        warn_unreadable(e, "the run counts as finished")
         return True
 
 
@@ -184,7 +184,7 @@ def run_jobs(run_dir: Path, jobs: list[CheckpointJob], executor: ExecutorConfig,
 
 
 def write_analysis_status(run_dir: Path, state: str, step: int) -> None:
-    atomic_write_json(Path(run_dir) / ANALYSIS_STATUS_FILE, {"state": state, "step": step, "updated": time.time()})
+    write_status(run_dir, state, step, name=ANALYSIS_STATUS_FILE)
 
 
 def summarize(run_dir: Path, jobs: list[CheckpointJob], results: list[JobResult], seconds: float) -> AnalysisResult:

@@ -197,7 +197,7 @@ class LLCCallback(Callback):
 
 def is_reference_step(ctx: CallbackContext) -> bool:
     """Whether `ctx.step` is the checkpoint the run's LLC is calibrated on (module docstring)."""
-    from devinterp import checkpoints
+    from devinterp.store import checkpoints
 
     if ctx.run_finished:
         saved = {info.step for info in checkpoints.list_checkpoints(ctx.run_dir)}

@@ -25,7 +25,6 @@ from dash.exceptions import PreventUpdate
 from devinterp.dashboard import data
 from devinterp.dashboard.cli import DashboardConfig
 from devinterp.dashboard.figures import CHART_IDS, STAGE_COLORS, STAGE_LABEL_COLORS, PlotOptions, build_charts
-from devinterp.store.run_dir import STATUS_FILE
 
 log = logging.getLogger("devinterp.dashboard")
 
@@ -92,7 +91,7 @@ def default_selection(cfg: DashboardConfig) -> list[str]:
     """The run whose status was updated last (runs with an unreadable status come last)."""
     def updated(path: Path) -> float:
         try:
-            return data.read_status_file(path / STATUS_FILE).updated or 0.0
+            return data.read_status_file(path).updated or 0.0
         except data.RunDataError:
             return -1.0
 
@@ -143,7 +142,7 @@ def layout(cfg: DashboardConfig) -> html.Div:
     ])
 
 
-def load_selected(cfg: DashboardConfig, selected: list[str] | None, cache: data.PartCache) -> list[data.RunData]:
+def load_selected(cfg: DashboardConfig, selected: list[str] | None, cache: data.PartCache) -> list[data.RunSnapshot]:
     """Load the selected runs; an unexpected failure becomes that run's error, not the page's."""
     now, runs = time.time(), []
     for rid, path in data.resolve_run_ids(cfg.runs_dir, selected):
@@ -152,12 +151,12 @@ def load_selected(cfg: DashboardConfig, selected: list[str] | None, cache: data.
         except Exception as e:
             log.exception("loading %s failed", path)
             status = data.RunStatus("error", f"{type(e).__name__}: {e}")
-            runs.append(data.RunData(rid, path, status, data.empty_metrics(), data.empty_stages(), (),
+            runs.append(data.RunSnapshot(rid, path, status, data.empty_metrics(), data.empty_stages(), (),
                                      (f"unexpected {type(e).__name__}: {e}",)))
     return runs
 
 
-def run_table(runs: list[data.RunData]) -> html.Table | html.Div:
+def run_table(runs: list[data.RunSnapshot]) -> html.Table | html.Div:
     if not runs:
         return html.Div("No run selected: tick one or more runs on the left (several overlay, e.g. seeds).",
                         className="legend-note")

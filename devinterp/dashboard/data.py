@@ -7,31 +7,29 @@ Conventions
 - Nothing here writes, creates or deletes anything. Every problem with one run (missing or
   corrupted files, a foreign directory) becomes an error message attached to that run; the
   `load_*` functions below never raise for bad data, so one broken run cannot stop the others.
-- Metrics follow `devinterp.store.metrics`: part files sort in write order and the last row
-  written for a (step, name) wins. Non-finite values become NaN (a gap in a chart).
-- Status files (`status.json`, `analysis_status.json`) hold {"state", "step", "updated"} with
-  `updated` in Unix seconds. A run whose status says "training" (or "analysing") but was not
-  updated for `stale_after` seconds is shown as "stale".
+- Metrics and status files are read through the store (`devinterp.store.metrics`,
+  `devinterp.store.run_dir`): the last row written for a (step, name) wins; non-finite values become
+  NaN (a gap in a chart). A run whose status says "training" (or "analysing") but was not updated for
+  `stale_after` seconds is shown as "stale".
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from devinterp.store.atomic import TMP_PREFIX
-from devinterp.store.metrics import METRICS_DIRNAME
-from devinterp.store.run_dir import CHECKPOINTS_DIRNAME, CONFIG_FILE, STATUS_FILE
+from devinterp.store.metrics import METRICS_DIRNAME, PartCache, metric_parts, read_metrics_and_problems
+from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, CHECKPOINT_INDEX_FILE, CHECKPOINTS_DIRNAME, REPORT_DIRNAME,
+                                     RUN_CONFIG_FILE, STAGES_FILE, STATUS_FILE, Status, read_status)
+from devinterp.store.unreadable import UnreadableFileError
 
-ANALYSIS_STATUS_FILE = "analysis_status.json"
-STAGES_FILE = Path("report") / "stages.csv"
-CHECKPOINT_INDEX_FILE = Path(CHECKPOINTS_DIRNAME) / "index.json"
+STAGES_PATH = Path(REPORT_DIRNAME) / STAGES_FILE
+CHECKPOINT_INDEX_PATH = Path(CHECKPOINTS_DIRNAME) / CHECKPOINT_INDEX_FILE
 STAGE_TYPES = ("A", "B", "other")
 # What the run list shows; "error" means the run's status could not be read at all.
 BADGES = ("training", "analysing", "finished", "failed", "stale", "error")
@@ -43,28 +41,19 @@ class RunDataError(Exception):
 
 
 @dataclass(frozen=True)
-class StatusFile:
-    """One status file: state, last step, last update (Unix seconds; None if absent)."""
-
-    state: str
-    step: int | None
-    updated: float | None
-
-
-@dataclass(frozen=True)
 class RunStatus:
     """What the run list shows for a run: a badge (one of BADGES) and a one-line detail."""
 
     badge: str
     detail: str
-    training: StatusFile | None = None
-    analysis: StatusFile | None = None
+    training: Status | None = None
+    analysis: Status | None = None
     errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class RunData:
-    """Everything the charts need from one run. `errors` lists what could not be read."""
+class RunSnapshot:
+    """Everything the charts need from one run, as read at one poll. `errors` lists what could not be read."""
 
     run_id: str
     path: Path
@@ -99,7 +88,7 @@ def find_runs(runs_dir: Path) -> list[Path]:
     runs_dir = Path(runs_dir)
     found = []
     for root, dirs, files in os.walk(runs_dir, onerror=lambda _e: None):
-        if CONFIG_FILE in files:
+        if RUN_CONFIG_FILE in files:
             found.append(Path(root))
             dirs[:] = []  # a run's own subdirectories are not runs
         else:
@@ -123,27 +112,22 @@ def resolve_run_ids(runs_dir: Path, ids: list[str] | None) -> list[tuple[str, Pa
 # Status
 # ---------------------------------------------------------------------------------------------
 
-def read_status_file(path: Path) -> StatusFile:
-    """Parse a status file; raises RunDataError naming the file if it is missing or malformed."""
+def read_status_file(run_dir: Path, name: str = STATUS_FILE) -> Status:
+    """A status file of the run (`devinterp.store.run_dir.read_status`); RunDataError naming the file if it
+    is missing or malformed."""
     try:
-        raw = json.loads(Path(path).read_text())
+        return read_status(run_dir, name)
     except FileNotFoundError:
-        raise RunDataError(f"{Path(path).name} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDataError(f"{Path(path).name} is unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("state"), str):
-        raise RunDataError(f"{Path(path).name} has no 'state' string")
-    step, updated = raw.get("step"), raw.get("updated")
-    step = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None
-    updated = float(updated) if isinstance(updated, (int, float)) and math.isfinite(updated) else None
-    return StatusFile(state=raw["state"], step=step, updated=updated)
+        raise RunDataError(f"{name} is missing") from None
+    except UnreadableFileError as e:
+        raise RunDataError(f"{name} is unreadable ({e.reason})") from None
 
 
-def _age(status: StatusFile, now: float) -> float | None:
+def _age(status: Status, now: float) -> float | None:
     return None if status.updated is None else max(0.0, now - status.updated)
 
 
-def _is_stale(status: StatusFile, now: float, stale_after: float) -> bool:
+def _is_stale(status: Status, now: float, stale_after: float) -> bool:
     age = _age(status, now)
     return age is None or age > stale_after
 
@@ -166,13 +150,13 @@ def load_status(run_dir: Path, now: float, stale_after: float) -> RunStatus:
     run_dir = Path(run_dir)
     errors = []
     try:
-        training = read_status_file(run_dir / STATUS_FILE)
+        training = read_status_file(run_dir)
     except RunDataError as e:
         training, errors = None, [str(e)]
     analysis = None
     if (run_dir / ANALYSIS_STATUS_FILE).exists():
         try:
-            analysis = read_status_file(run_dir / ANALYSIS_STATUS_FILE)
+            analysis = read_status_file(run_dir, ANALYSIS_STATUS_FILE)
         except RunDataError as e:
             errors.append(str(e))
 
@@ -200,85 +184,15 @@ def load_status(run_dir: Path, now: float, stale_after: float) -> RunStatus:
 # Metrics
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class PartCache:
-    """In-memory cache of parsed metric part files, keyed by path and (size, mtime), so polling
-    re-reads only new or changed parts. Safe to share between request threads."""
-
-    max_entries: int = 50_000
-    _entries: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def get(self, path: Path, key: tuple[int, int]) -> pd.DataFrame | None:
-        with self._lock:
-            hit = self._entries.get(path)
-        return hit[1] if hit is not None and hit[0] == key else None
-
-    def put(self, path: Path, key: tuple[int, int], frame: pd.DataFrame) -> None:
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[path] = (key, frame)
-
-
-def metric_parts(run_dir: Path) -> list[Path]:
-    """The run's complete metric part files in write order (temporary files excluded)."""
-    directory = Path(run_dir) / METRICS_DIRNAME
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError as e:
-        raise RunDataError(f"{METRICS_DIRNAME}/ is unreadable ({e.strerror or e})") from None
-    return [directory / n for n in sorted(names) if n.startswith("part-") and n.endswith(".parquet")]
-
-
-def read_part(path: Path) -> pd.DataFrame:
-    """One part file as a clean (step, name, value) frame; raises RunDataError if unusable."""
-    try:
-        frame = pq.read_table(path).to_pandas()
-    except Exception as e:  # pyarrow raises several types for truncated or foreign files
-        raise RunDataError(f"{path.parent.name}/{path.name}: not a readable Parquet file ({type(e).__name__})") from None
-    missing = {"step", "name", "value"} - set(frame.columns)
-    if missing:
-        raise RunDataError(f"{path.parent.name}/{path.name}: missing columns {sorted(missing)}")
-    try:
-        step = pd.to_numeric(frame["step"], errors="raise").astype("int64")
-        value = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
-    except (ValueError, TypeError, OverflowError) as e:
-        raise RunDataError(f"{path.parent.name}/{path.name}: bad step/value column ({e})") from None
-    value = value.where(value.abs() != math.inf)
-    return pd.DataFrame({"step": step, "name": frame["name"].astype(str), "value": value})
-
-
 def load_metrics(run_dir: Path, cache: PartCache | None = None) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """All readable metric rows of a run (sorted by step, name) and the errors for unreadable
-    parts. A part that vanishes between listing and reading is skipped silently."""
-    frames, errors = [], []
-    try:
-        parts = metric_parts(run_dir)
-    except RunDataError as e:
-        return empty_metrics(), (str(e),)
-    for path in parts:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        key = (stat.st_size, stat.st_mtime_ns)
-        frame = cache.get(path, key) if cache is not None else None
-        if frame is None:
-            try:
-                frame = read_part(path)
-            except RunDataError as e:
-                errors.append(str(e))
-                continue
-            if cache is not None:
-                cache.put(path, key, frame)
-        frames.append(frame)
-    if not frames:
-        return empty_metrics(), tuple(errors)
-    metrics = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["step", "name"], keep="last")
-    return metrics.sort_values(["step", "name"], kind="stable").reset_index(drop=True), tuple(errors)
+    """All readable metric rows of a run (step, name, value; sorted by step, name; the last row written
+    for a (step, name) wins; non-finite values NaN) and one error per file that could not be read."""
+    frame, problems = read_metrics_and_problems(run_dir, latest_only=True, cache=cache)
+    errors = tuple(f"{METRICS_DIRNAME}/{p.path.name}: {p.reason}" if p.path.name != METRICS_DIRNAME
+                   else f"{METRICS_DIRNAME}/ is unreadable ({p.reason})" for p in problems)
+    metrics = frame[["step", "name", "value"]].reset_index(drop=True)
+    metrics["value"] = metrics["value"].where(np.isfinite(metrics["value"]))
+    return metrics, errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,21 +202,21 @@ def load_metrics(run_dir: Path, cache: PartCache | None = None) -> tuple[pd.Data
 def load_stages(run_dir: Path) -> pd.DataFrame:
     """Detected stages from `<run_dir>/report/stages.csv` (columns start_step, end_step, type;
     other columns ignored); empty if the file does not exist. Raises RunDataError if malformed."""
-    path = Path(run_dir) / STAGES_FILE
+    path = Path(run_dir) / STAGES_PATH
     if not path.exists():
         return empty_stages()
     try:
         frame = pd.read_csv(path)
     except Exception as e:  # empty, truncated or binary file
-        raise RunDataError(f"{STAGES_FILE.as_posix()} is unreadable ({type(e).__name__})") from None
+        raise RunDataError(f"{STAGES_PATH.as_posix()} is unreadable ({type(e).__name__})") from None
     missing = {"start_step", "end_step", "type"} - set(frame.columns)
     if missing:
-        raise RunDataError(f"{STAGES_FILE.as_posix()}: missing columns {sorted(missing)}")
+        raise RunDataError(f"{STAGES_PATH.as_posix()}: missing columns {sorted(missing)}")
     try:
         start = pd.to_numeric(frame["start_step"]).astype("int64")
         end = pd.to_numeric(frame["end_step"]).astype("int64")
     except (ValueError, TypeError) as e:
-        raise RunDataError(f"{STAGES_FILE.as_posix()}: non-integer steps ({e})") from None
+        raise RunDataError(f"{STAGES_PATH.as_posix()}: non-integer steps ({e})") from None
     kind = frame["type"].astype(str).str.strip()
     kind = kind.where(kind.isin(STAGE_TYPES), "other")
     return pd.DataFrame({"start_step": start, "end_step": end, "type": kind}).sort_values("start_step").reset_index(drop=True)
@@ -311,14 +225,14 @@ def load_stages(run_dir: Path) -> pd.DataFrame:
 def load_checkpoint_steps(run_dir: Path) -> tuple[int, ...]:
     """Steps listed in `checkpoints/index.json` (without importing torch); () if none yet.
     Raises RunDataError if the manifest exists but is malformed."""
-    path = Path(run_dir) / CHECKPOINT_INDEX_FILE
+    path = Path(run_dir) / CHECKPOINT_INDEX_PATH
     if not path.exists():
         return ()
     try:
         entries = json.loads(path.read_text())
         return tuple(sorted(int(entry["step"]) for entry in entries))
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
-        raise RunDataError(f"{CHECKPOINT_INDEX_FILE.as_posix()} is malformed ({type(e).__name__})") from None
+        raise RunDataError(f"{CHECKPOINT_INDEX_PATH.as_posix()} is malformed ({type(e).__name__})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +240,7 @@ def load_checkpoint_steps(run_dir: Path) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 
 def load_run(runs_dir: Path, run_dir: Path, now: float, stale_after: float,
-             cache: PartCache | None = None) -> RunData:
+             cache: PartCache | None = None) -> RunSnapshot:
     """Everything about one run; never raises for bad data (problems go to `errors`)."""
     run_dir = Path(run_dir)
     status = load_status(run_dir, now, stale_after)
@@ -345,7 +259,7 @@ def load_run(runs_dir: Path, run_dir: Path, now: float, stale_after: float,
     except RunDataError as e:
         steps = ()
         errors.append(str(e))
-    return RunData(run_id(runs_dir, run_dir), run_dir, status, metrics, stages, steps, tuple(errors))
+    return RunSnapshot(run_id(runs_dir, run_dir), run_dir, status, metrics, stages, steps, tuple(errors))
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:
@@ -362,7 +276,7 @@ def change_signature(run_dir: Path) -> tuple:
     run_dir = Path(run_dir)
     try:
         parts = metric_parts(run_dir)
-    except RunDataError:
+    except UnreadableFileError:
         parts = []
     return (
         str(run_dir),
@@ -371,6 +285,6 @@ def change_signature(run_dir: Path) -> tuple:
         tuple(_stat_key(p) for p in parts[-3:]),
         _stat_key(run_dir / STATUS_FILE),
         _stat_key(run_dir / ANALYSIS_STATUS_FILE),
-        _stat_key(run_dir / STAGES_FILE),
-        _stat_key(run_dir / CHECKPOINT_INDEX_FILE),
+        _stat_key(run_dir / STAGES_PATH),
+        _stat_key(run_dir / CHECKPOINT_INDEX_PATH),
     )

@@ -29,7 +29,7 @@ import pandas as pd
 import plotly.io as pio
 from plotly.colors import qualitative
 
-from devinterp.dashboard.data import RunData
+from devinterp.dashboard.data import RunSnapshot
 
 RUN_COLORS = qualitative.D3
 HEAD_COLORS = qualitative.Dark24
@@ -92,13 +92,13 @@ def series(metrics: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     return rows["step"].to_numpy(), rows["value"].to_numpy(dtype=float)
 
 
-def short_label(run: RunData, runs: list[RunData]) -> str:
+def short_label(run: RunSnapshot, runs: list[RunSnapshot]) -> str:
     """The run's id, shortened to its last path component when that is unambiguous."""
     tail = run.run_id.rsplit("/", 1)[-1]
     return tail if sum(r.run_id.rsplit("/", 1)[-1] == tail for r in runs) == 1 else run.run_id
 
 
-def _legend_name(run: RunData, runs: list[RunData], what: str) -> str:
+def _legend_name(run: RunSnapshot, runs: list[RunSnapshot], what: str) -> str:
     return what if len(runs) == 1 else f"{short_label(run, runs)} · {what}"
 
 
@@ -143,7 +143,7 @@ def _empty_note(fig: Figure, text: str) -> None:
                                          "showarrow": False, "font": {"size": 13, "color": "#888"}})
 
 
-def add_stages(fig: Figure, runs: list[RunData], options: PlotOptions) -> None:
+def add_stages(fig: Figure, runs: list[RunSnapshot], options: PlotOptions) -> None:
     """Shade every selected run's stages; label them with their type (and, if several runs have
     stages, with the run too, one label row per run)."""
     layout = fig["layout"]
@@ -166,7 +166,7 @@ def add_stages(fig: Figure, runs: list[RunData], options: PlotOptions) -> None:
                                           "font": {"size": 12, "color": STAGE_LABEL_COLORS[stage.type]}})
 
 
-def run_chart(runs: list[RunData], lines: tuple[Line, ...], title: str, y_title: str, options: PlotOptions,
+def run_chart(runs: list[RunSnapshot], lines: tuple[Line, ...], title: str, y_title: str, options: PlotOptions,
               revision: str, y2_title: str | None = None, log_y: bool = False) -> Figure:
     """A chart with one line per (run, metric) that exists; `y2_title` adds a right-hand axis."""
     traces = []
@@ -196,7 +196,7 @@ def _alpha(color: str, alpha: float) -> str:
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
-def llc_chart(runs: list[RunData], options: PlotOptions, revision: str) -> Figure:
+def llc_chart(runs: list[RunSnapshot], options: PlotOptions, revision: str) -> Figure:
     """LLC mean per run with a ±1 std band (spread over SGLD chains) where `llc/std` exists; checkpoints
     whose estimate is not healthy (`llc/healthy` = 0) get hollow markers."""
     traces, title = [], "Local learning coefficient"
@@ -243,7 +243,7 @@ def head_metrics(metrics: pd.DataFrame, kind: str) -> list[tuple[int, int, str]]
     return sorted(found)
 
 
-def head_chart(runs: list[RunData], kind: str, title: str, options: PlotOptions, revision: str) -> Figure:
+def head_chart(runs: list[RunSnapshot], kind: str, title: str, options: PlotOptions, revision: str) -> Figure:
     """One line per (run, head) of an induction score; colour = head, line style = run."""
     per_run = [head_metrics(run.metrics, kind) for run in runs]
     heads = sorted({(layer, head) for found in per_run for layer, head, _ in found})
@@ -265,7 +265,7 @@ def head_chart(runs: list[RunData], kind: str, title: str, options: PlotOptions,
 CHART_IDS = ("loss", "icl", "llc", "hessian", "prefix_matching", "previous_token")
 
 
-def build_charts(runs: list[RunData], options: PlotOptions) -> dict[str, Figure]:
+def build_charts(runs: list[RunSnapshot], options: PlotOptions) -> dict[str, Figure]:
     """Every dashboard chart, keyed by CHART_IDS (the Dash graph ids are `graph-<key>`). Runs with
     neither metrics nor stages (e.g. unreadable) are left out, so they take no colour or label."""
     runs = [run for run in runs if not (run.metrics.empty and run.stages.empty)]

@@ -29,18 +29,18 @@ from devinterp.slt.llc import MAX_NOISE_RATIO, MAX_RHAT, MIN_ESS, is_trending
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
+from devinterp.store.run_dir import REPORT_DIRNAME, STAGES_FILE
+from devinterp.transitions.detect import STAGE_COLUMNS as DETECTED_COLUMNS
 from devinterp.transitions.movers import MOVER_METRICS
 from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 
 log = logging.getLogger(__name__)
-REPORT_DIRNAME = "report"
 # The loss beside the LLC in the stage table (evidence only: the type is the sign of the LLC change):
 # by default the training loss on the run's fixed training sample, the loss the model is fitted to (for
 # grokking, the held-out loss falls during the B stage while this one holds); else the eval loss.
 DEFAULT_LOSS = "train/fixed_loss"
 FALLBACK_LOSS = "eval/loss"
-STAGE_COLUMNS = ["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end",
-                 "confidence", "evidence", ROBUSTNESS_COLUMN]
+STAGE_COLUMNS = [*DETECTED_COLUMNS, ROBUSTNESS_COLUMN]  # the report's stage table (stages.csv)
 
 
 @dataclass
@@ -242,7 +242,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
         if llc_std and (metrics["name"] == llc_std).any():
             stages = mark_chain_spread(stages, metrics, llc_std)
     notes += llc_notes(main_run, metrics, llc)
-    atomic_write_text(out / "stages.csv", stages.to_csv(index=False))
+    atomic_write_text(out / STAGES_FILE, stages.to_csv(index=False))
     overlay = {label: metric_series(metrics_view(run.rows, run.series, h), llc).sort_index()
                for h, label in run.labels.items() if label in compared}
     overlay.update({f"seed run {name}": curve for name, curve in seed_curves.items()})

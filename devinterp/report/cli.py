@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from devinterp.cli_errors import preflight
 from devinterp.core.devices import resolve_device
 from devinterp.config import ConfigError, ReportConfig, register_configs
-from devinterp.report.build import REPORT_DIRNAME
+from devinterp.report.build import STAGE_COLUMNS
 from devinterp.report.series import seed_runs, split_llc_series
 from devinterp.store.metrics import read_metrics_and_problems
-from devinterp.store.run_dir import CONFIG_FILE
+from devinterp.store.run_dir import REPORT_DIRNAME, RUN_CONFIG_FILE
+from devinterp.transitions.robustness import ROBUSTNESS_COLUMN
 
 PROG = "devinterp-report"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -50,9 +51,9 @@ def writable(directory: Path) -> bool:
 def check_report_config(cfg: DictConfig) -> None:
     report_cfg: ReportConfig = OmegaConf.to_object(cfg)
     run_dir = Path(report_cfg.run_dir)
-    runs = [run_dir] if (run_dir / CONFIG_FILE).is_file() else seed_runs(run_dir) if run_dir.is_dir() else []
+    runs = [run_dir] if (run_dir / RUN_CONFIG_FILE).is_file() else seed_runs(run_dir) if run_dir.is_dir() else []
     if not runs:
-        raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {CONFIG_FILE}) "
+        raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {RUN_CONFIG_FILE}) "
                           "nor a multirun directory (no subdirectory with one)")
     if report_cfg.llc_settings is not None:
         for run in runs:
@@ -74,9 +75,9 @@ def print_stages(stages) -> None:
     if stages.empty:
         print("no stages detected")
         return
-    columns = ["start_step", "end_step", "type", "llc_start", "llc_end", "loss_start", "loss_end", "confidence"]
-    if "robustness" in stages.columns and stages["robustness"].astype(bool).any():
-        columns.append("robustness")
+    columns = [c for c in STAGE_COLUMNS if c not in ("llc_z", "evidence", ROBUSTNESS_COLUMN)]
+    if ROBUSTNESS_COLUMN in stages.columns and stages[ROBUSTNESS_COLUMN].astype(bool).any():
+        columns.append(ROBUSTNESS_COLUMN)
     table = stages[columns]
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

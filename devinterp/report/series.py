@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from devinterp.store.calibration import read_calibration
-from devinterp.store.run_dir import CONFIG_FILE
+from devinterp.store.run_dir import RUN_CONFIG_FILE
 from devinterp.store.unreadable import UnreadableFileError
 
 LLC_CALLBACK = "llc"
@@ -69,7 +69,7 @@ def run_llc_settings(run_dir: Path) -> dict | None:
     from omegaconf import OmegaConf
 
     try:
-        config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
+        config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
     except (OSError, ValueError):
         return None
     entry = (config.get("callbacks") or {}).get(LLC_CALLBACK)
@@ -143,9 +143,9 @@ def seed_runs(directory: Path) -> list[Path]:
     """The runs of a multirun directory (subdirectories with a config.yaml), in name order; []
     for a single run (a directory with its own config.yaml)."""
     directory = Path(directory)
-    if (directory / CONFIG_FILE).is_file():
+    if (directory / RUN_CONFIG_FILE).is_file():
         return []
-    return sorted(p for p in directory.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+    return sorted(p for p in directory.iterdir() if p.is_dir() and (p / RUN_CONFIG_FILE).is_file())
 
 
 def describe_settings(settings: Mapping) -> str:

@@ -13,15 +13,18 @@ A part that cannot be read (truncated, overwritten) is skipped and named, never 
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from devinterp.store.atomic import TMP_PREFIX, atomic_write_bytes
+from devinterp.store.atomic import atomic_write_bytes
 from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
 METRICS_DIRNAME = "metrics.parquet"
@@ -67,22 +70,80 @@ class MetricsWriter:
 
 
 def metric_parts(run_dir: Path) -> list[Path]:
-    """The run's complete metric part files, in write order (temporary files excluded)."""
+    """The run's complete metric part files, in write order (temporary files excluded); [] while the
+    run has none. Raises UnreadableFileError if the directory cannot be listed."""
     directory = Path(run_dir) / METRICS_DIRNAME
-    return sorted(p for p in directory.glob("part-*.parquet") if not p.name.startswith(TMP_PREFIX))
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise UnreadableFileError(directory, error_line(e)) from None
+    return [directory / n for n in sorted(names) if n.startswith("part-") and n.endswith(".parquet")]
 
 
-def read_metrics_and_problems(run_dir: Path, latest_only: bool = True
+def read_part(path: Path) -> pd.DataFrame:
+    """One part file, its columns in the table's types. Raises UnreadableFileError naming the file if
+    it is not a complete Parquet file of metric rows (FileNotFoundError if it is gone)."""
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # pyarrow raises several types for truncated or foreign files
+        raise UnreadableFileError(path, f"not a readable Parquet file ({error_line(e)})") from None
+    missing = [c for c in ("step", "name", "value") if c not in frame.columns]
+    if missing:
+        raise UnreadableFileError(path, f"missing columns {missing}")
+    try:
+        frame["step"] = pd.to_numeric(frame["step"], errors="raise").astype("int64")
+    except (ValueError, TypeError, OverflowError) as e:
+        raise UnreadableFileError(path, f"bad step column ({error_line(e)})") from None
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+    frame["name"] = frame["name"].astype(str)
+    return frame
+
+
+@dataclass
+class PartCache:
+    """Parsed part files, keyed by path and (size, mtime): a reader that polls a run (the dashboard)
+    parses only new or changed parts. Safe to share between threads."""
+
+    max_entries: int = 50_000
+    _entries: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def read(self, path: Path) -> pd.DataFrame:
+        """`read_part(path)`, parsed again only if the file changed since it was cached."""
+        stat = path.stat()
+        key = (stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            hit = self._entries.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        frame = read_part(path)
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[path] = (key, frame)
+        return frame
+
+
+def read_metrics_and_problems(run_dir: Path, latest_only: bool = True, cache: PartCache | None = None
                               ) -> tuple[pd.DataFrame, list[UnreadableFileError]]:
-    """`read_metrics`, and the part files that could not be read (skipped, not warned about)."""
+    """`read_metrics`, and the files that could not be read (skipped, not warned about): damaged
+    parts, or the metrics directory itself. `cache` keeps parsed parts between calls."""
     frames, problems = [], []
-    for path in metric_parts(run_dir):
+    try:
+        parts = metric_parts(run_dir)
+    except UnreadableFileError as e:
+        parts, problems = [], [e]
+    for path in parts:
         try:
-            frames.append(pq.read_table(path).to_pandas())
+            frames.append(cache.read(path) if cache is not None else read_part(path))
         except FileNotFoundError:
             continue  # vanished between listing and reading
-        except Exception as e:  # pyarrow raises several types for truncated or foreign files
-            problems.append(UnreadableFileError(path, error_line(e)))
+        except UnreadableFileError as e:
+            problems.append(e)
     if not frames:
         return SCHEMA.empty_table().to_pandas(), problems
     frame = pd.concat(frames, ignore_index=True)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.config import TrainConfig

@@ -9,9 +9,9 @@ import pytest
 
 from devinterp import analyze as analyze_cli
 from devinterp.analysis.follow import FINISHED, MISSING, TRAINER_SILENT, TRAINING_FAILED, follow_run
-from devinterp.analysis.posthoc import ANALYSIS_STATUS_FILE
+from devinterp.store.run_dir import ANALYSIS_STATUS_FILE
 from devinterp.callbacks import LossCallback, WeightsCallback
-from devinterp.checkpoints import checkpoints_dir, step_dirname
+from devinterp.store.checkpoints import checkpoints_dir, step_dirname
 from devinterp.store import read_metrics
 from devinterp.store.run_dir import write_status
 from devinterp.train import compose_train_config, run

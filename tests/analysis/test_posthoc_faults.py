@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from devinterp import analyze as analyze_cli
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.analysis import analyze
 from devinterp.callbacks import GradsCallback, LossCallback, WeightsCallback
 from devinterp.store import read_metrics

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.analysis import analyze
 from devinterp.callbacks.llc import LLCCallback, left_initial_plateau
 from devinterp.store import read_metrics

@@ -8,6 +8,7 @@ import pytest
 from devinterp.dashboard import app as dash_app
 from devinterp.dashboard import cli
 from devinterp.dashboard.cli import DashboardConfig
+from devinterp.store.metrics import PartCache
 
 
 def run_cli(capsys, *args):
@@ -78,7 +79,7 @@ def test_a_broken_run_is_reported_without_hiding_the_others(tmp_path, synthetic_
     options = dash_app.run_options(cfg, now=0.0)
     assert [o["value"] for o in options] == ["bad", "good"]
     assert "error" in str(options[0]["label"]) and "finished" in str(options[1]["label"])
-    runs = dash_app.load_selected(cfg, ["bad", "good", "../escape"], dash_app.data.PartCache())
+    runs = dash_app.load_selected(cfg, ["bad", "good", "../escape"], PartCache())
     assert [r.run_id for r in runs] == ["bad", "good"]
     assert runs[0].errors and runs[1].errors == ()
     table = str(dash_app.run_table(runs))

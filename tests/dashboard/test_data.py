@@ -8,6 +8,7 @@ import pytest
 
 from devinterp.dashboard import data
 from devinterp.store import MetricsWriter, read_metrics, write_status
+from devinterp.store.metrics import PartCache, metric_parts
 
 NOW = 1_800_000_000.0
 
@@ -98,14 +99,13 @@ def test_bad_status_is_an_error_badge(tmp_path, content, fragment):
 
 def test_load_metrics_matches_the_store_and_uses_the_cache(tmp_path):
     run = make_run(tmp_path / "r", rows=[(0, {"a": 1.0, "b": 2.0}), (5, {"a": 0.5}), (5, {"a": 0.25})])
-    cache = data.PartCache()
+    cache = PartCache()
     metrics, errors = data.load_metrics(run, cache)
     assert errors == ()
     pd.testing.assert_frame_equal(metrics, read_metrics(run)[["step", "name", "value"]], check_dtype=False)
     assert metrics[(metrics.step == 5) & (metrics.name == "a")]["value"].tolist() == [0.25]  # last write wins
-    part = data.metric_parts(run)[0]
-    stat = part.stat()
-    assert cache.get(part, (stat.st_size, stat.st_mtime_ns)) is not None
+    part = metric_parts(run)[0]
+    assert cache.read(part) is cache.read(part)  # parsed once
     # a new part appears on the next read
     MetricsWriter(run).add(9, {"a": 0.1})
     MetricsWriter(run).flush()
@@ -118,7 +118,7 @@ def test_load_metrics_matches_the_store_and_uses_the_cache(tmp_path):
 
 def test_corrupt_truncated_and_foreign_parts_are_reported_and_skipped(tmp_path):
     run = make_run(tmp_path / "r", rows=[(0, {"train/loss": 4.0}), (5, {"train/loss": 3.0})])
-    good = data.metric_parts(run)[0]
+    good = metric_parts(run)[0]
     directory = run / "metrics.parquet"
     (directory / "part-99999999999999999997-trunc.parquet").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (directory / "part-99999999999999999998-junk.parquet").write_bytes(b"this is not parquet")

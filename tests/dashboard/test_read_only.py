@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from devinterp.dashboard import app as dash_app
 from devinterp.dashboard.cli import DashboardConfig
 from devinterp.store.atomic import atomic_write_json
+from devinterp.store.metrics import PartCache
 from tests.fault_injection import assert_untouched, damage_one_of_each, digest
 
 # An hour of the dashboard's clock in 120 polls, 30 s apart (at the default 2 s interval an hour
@@ -63,7 +64,7 @@ def test_an_hour_of_polling_changes_nothing(small_runs, tmp_path, monkeypatch):
         assert codes[:2] == [200, 200] and codes[2] in (200, 204), codes  # 204: charts unchanged
     assert digest(runs_dir) == before
     assert_untouched(damaged)
-    runs = dash_app.load_selected(DashboardConfig(runs_dir=runs_dir), ["run"], dash_app.data.PartCache())
+    runs = dash_app.load_selected(DashboardConfig(runs_dir=runs_dir), ["run"], PartCache())
     assert runs[0].status.badge == "stale"  # the hour went by on the dashboard's clock
     problems = " ".join(runs[0].errors)
     for kind in ("status", "index", "metrics_part"):  # the damaged files the dashboard reads, named

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.store.metrics import metric_series, read_metrics
 from devinterp.store.run_dir import read_status
 from devinterp.train import compose_train_config, run
@@ -45,7 +45,7 @@ def test_short_run_learns_induction(tmp_path):
     assert repeated.iloc[0] > 0.95 * math.log(64)  # starts at chance
     assert repeated.iloc[-1] < 0.3 * math.log(64)  # the repeats become predictable
     assert random_half.iloc[-1] > 0.9 * math.log(64)  # the random block cannot be
-    assert read_status(result.run_dir)["state"] == "finished"
+    assert read_status(result.run_dir).state == "finished"
 
 
 def test_run_directory_contents(tmp_path, tiny_overrides):
@@ -77,12 +77,12 @@ def test_exact_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, tiny_ov
             raise KeyboardInterrupt("simulated kill while writing a checkpoint")
         return original_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr("devinterp.checkpoints.torch.save", crash_mid_checkpoint)
+    monkeypatch.setattr("devinterp.store.checkpoints.torch.save", crash_mid_checkpoint)
     run_dir = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):
         train([*tiny_overrides, f"run_dir={run_dir}"])
     monkeypatch.undo()
-    assert read_status(run_dir)["state"] == "failed"
+    assert read_status(run_dir).state == "failed"
     assert checkpoints.latest_step(run_dir) < crash_step
     # what a SIGKILL mid-write leaves behind (the in-process crash above cleans up after itself)
     stale = run_dir / "checkpoints" / f".tmp-step_{crash_step:07d}-99999"
@@ -151,7 +151,7 @@ def test_failing_training_marks_the_run_failed(tmp_path, tiny_overrides, monkeyp
     monkeypatch.setattr(InductionTask, "train_batch", explode_at_step_7)
     with pytest.raises(RuntimeError, match="boom"):
         train([*tiny_overrides, f"run_dir={tmp_path / 'run'}"])
-    assert read_status(tmp_path / "run")["state"] == "failed"
+    assert read_status(tmp_path / "run").state == "failed"
     assert "boom" in (tmp_path / "run" / "train.log").read_text()
 
 
@@ -188,7 +188,7 @@ def test_a_failing_callback_does_not_stop_training(tmp_path, tiny_overrides, mon
 
     monkeypatch.setattr("devinterp.train.build_callbacks", lambda cfg: [AlwaysFails(), WeightsCallback()])
     result = train(tiny_overrides)
-    assert read_status(result.run_dir)["state"] == "finished"
+    assert read_status(result.run_dir).state == "finished"
     failures = ResultStore(result.run_dir).failures()
     assert sorted(f["step"] for f in failures) == checkpoint_schedule(30, 4, 4)
     assert len(metric_series(read_metrics(result.run_dir), "weights/norm")) == len(failures)

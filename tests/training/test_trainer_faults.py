@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp import train as train_cli
 from devinterp.store.metrics import read_metrics
 from devinterp.store.run_dir import read_status
@@ -27,7 +27,7 @@ def assert_same_run(run_dir, reference, last_step):
     columns = ["step", "name", "value", "callback", "settings"]
     pd_a, pd_b = read_metrics(run_dir)[columns], read_metrics(reference)[columns]
     assert pd_a.equals(pd_b), "metrics differ"
-    assert read_status(run_dir)["state"] == "finished"
+    assert read_status(run_dir).state == "finished"
     assert not any(p.name.startswith(".tmp-") for p in (run_dir / "checkpoints").iterdir())
 
 

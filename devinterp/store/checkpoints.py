@@ -34,14 +34,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import devinterp.models  # noqa: F401  (registers the attention-only model with AutoModel)
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_json, fsync_dir, fsync_tree
-from devinterp.store.run_dir import CHECKPOINTS_DIRNAME
+from devinterp.store.run_dir import CHECKPOINT_INDEX_FILE, CHECKPOINTS_DIRNAME
 from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 
-INDEX_FILE = "index.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 REPLACED_PREFIX = ".replaced-"  # a checkpoint directory written anew is kept under this name
-CONFIG_FILE = "config.json"  # written by save_pretrained
+MODEL_CONFIG_FILE = "config.json"  # written by save_pretrained
 WEIGHTS_FILE = "model.safetensors"  # written by save_pretrained
 
 
@@ -142,7 +141,7 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
 
 
 def write_index(run_dir: Path) -> None:
-    atomic_write_json(checkpoints_dir(run_dir) / INDEX_FILE, [asdict(i) for i in list_checkpoints(run_dir)])
+    atomic_write_json(checkpoints_dir(run_dir) / CHECKPOINT_INDEX_FILE, [asdict(i) for i in list_checkpoints(run_dir)])
 
 
 def remove_incomplete(run_dir: Path) -> list[Path]:
@@ -179,7 +178,7 @@ def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTra
     file if its config.json or model.safetensors is damaged (FileNotFoundError if there is no
     complete checkpoint at `step`)."""
     directory = checkpoint_path(run_dir, step)
-    _check_readable(directory / CONFIG_FILE, step, lambda p: json.loads(p.read_text()))
+    _check_readable(directory / MODEL_CONFIG_FILE, step, lambda p: json.loads(p.read_text()))
     _check_readable(directory / WEIGHTS_FILE, step, _read_safetensors_header)
     try:
         # eager attention, as built (see devinterp.models): the saved config does not keep the choice, and

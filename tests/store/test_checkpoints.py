@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from devinterp import checkpoints
+from devinterp.store import checkpoints
 from devinterp.store.metrics import read_metrics
 from devinterp.store.unreadable import UnreadableFileWarning
 from devinterp.train import compose_train_config, resume_config, run
