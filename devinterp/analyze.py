@@ -28,7 +28,9 @@ from devinterp.store import checkpoints
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import preflight
 from devinterp.core.devices import resolve_device
-from devinterp.config import AnalyzeConfig, ConfigError, ExecutorName, register_configs
+from devinterp.analysis.executors import ExecutorName
+from devinterp.config import AnalyzeConfig, register_configs
+from devinterp.core.errors import ConfigError
 from devinterp.store.results import FAILURES_DIRNAME
 from devinterp.store.run_dir import RUN_CONFIG_FILE
 
@@ -89,7 +91,7 @@ def run_follower(cfg: DictConfig):
 
 def _log_to_logger(analyze_cfg: AnalyzeConfig, run_dir: Path, steps: list[int], callbacks) -> None:
     from devinterp.analysis.posthoc import log_results, run_config
-    from devinterp.loggers import build_logger
+    from devinterp.training.loggers import build_logger
 
     if not steps:
         return

@@ -30,8 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from devinterp.callbacks import build_callbacks
 from devinterp.cli_errors import fail, override_key, preflight, split_argv
-from devinterp.config import AnalyzeMode, ConfigError, TrainConfig, register_configs, validate_train_config
-from devinterp.loggers import build_logger
+from devinterp.config import register_configs
+from devinterp.core.errors import ConfigError
+from devinterp.training.config import AnalyzeMode, TrainConfig, validate_train_config
+from devinterp.training.loggers import build_logger
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import RUN_CONFIG_FILE, LOG_FILE, unique_run_dir, write_status
@@ -199,7 +201,7 @@ def start_follower(train_cfg: TrainConfig, run_dir: Path, callbacks_cfg: dict):
 
 def run_summary(result) -> str:
     """What devinterp-train prints at the end of a run: its directory, summary and time split."""
-    from devinterp.summary import format_summary, format_time_split, summarize_run
+    from devinterp.training.summary import format_summary, format_time_split, summarize_run
 
     return "\n".join([f"run directory: {result.run_dir}", format_summary(summarize_run(result.run_dir)),
                       format_time_split(result.train_seconds, result.steps_trained, result.callback_seconds,

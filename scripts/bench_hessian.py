@@ -134,7 +134,7 @@ def known_keys_only(run_dir):
     config = read_config(run_dir)
     schemas = getattr(posthoc, "TASK_SCHEMAS", None) or posthoc._TASK_SCHEMAS  # renamed since
     known = {f.name for f in dataclasses.fields(schemas[config["task"]["name"]])}
-    unknown = {k: v for k, v in config["task"].items() if k not in known}
+    unknown = {k: v for k, v in config["task"].items() if k not in known and k != "_target_"}  # newer: the class
     if any(v is not None for v in unknown.values()):
         sys.exit(f"the run sets task keys this revision lacks: {unknown}")
     return {**config, "task": {k: v for k, v in config["task"].items() if k in known}}

@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional
 
-from devinterp.config import ExecutorConfig, ExecutorName
+import torch
+
+
+class ExecutorName(str, Enum):
+    local = "local"  # in this process, one checkpoint after another
+    process = "process"  # a pool of local processes (one machine's cores)
+    ray = "ray"  # one Ray task per checkpoint (local cluster, or executor.address=...)
+
+
+@dataclass
+class ExecutorConfig:
+    """Schema of configs/executor/."""
+
+    name: ExecutorName = ExecutorName.local
+    num_workers: Optional[int] = None  # process: pool size (default: CPU count)
+    address: Optional[str] = None  # ray: an existing cluster ("auto" or host:port); default local
+    num_cpus_per_task: float = 1.0  # ray
+    num_gpus_per_task: Optional[float] = None  # ray: default 1 when the cluster has GPUs, else 0
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -39,8 +57,6 @@ def parallel_workers(cfg: ExecutorConfig, num_jobs: int) -> int:
 
 
 def _process_pool(cfg: ExecutorConfig, fn, jobs) -> Iterator[Any]:
-    import multiprocessing
-
     workers = parallel_workers(cfg, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
@@ -52,7 +68,7 @@ def _process_pool(cfg: ExecutorConfig, fn, jobs) -> Iterator[Any]:
 
 def _ray(cfg: ExecutorConfig, fn, jobs) -> Iterator[Any]:
     try:
-        import ray
+        import ray  # here, not at the top: Ray is an optional extra (pip install -e '.[ray]')
     except ImportError as e:  # pragma: no cover - ray is an optional extra
         raise RuntimeError("executor=ray needs Ray: pip install -e '.[ray]'") from e
     started_here = not ray.is_initialized()

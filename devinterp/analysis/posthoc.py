@@ -27,16 +27,16 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from devinterp.store import checkpoints
-from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
-from devinterp.analysis.executors import ExecutorConfig, map_unordered, parallel_workers
+from devinterp.analysis.executors import ExecutorConfig, ExecutorName, map_unordered, parallel_workers
 from devinterp.analysis.progress import AnalysisProgress
+from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.core.progress import BAR_FORMAT
-from devinterp.config import TASK_SCHEMAS, ExecutorName, TaskConfig
+from devinterp.store import checkpoints
+from devinterp.store.metrics import read_metrics
 from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, RUN_CONFIG_FILE, read_status, write_status
 from devinterp.store.unreadable import UnreadableFileError, warn_unreadable
-from devinterp.tasks import build_task
+from devinterp.tasks import build_task, task_config
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ def load_run_data(run_dir: Path) -> RunData:
     """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed.
     Cached per process (every checkpoint job of a run needs the same); callers must not modify it."""
     config = run_config(run_dir)
-    schema = TASK_SCHEMAS[config["task"]["name"]]
-    task_cfg: TaskConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config["task"]))
-    task = build_task(task_cfg, seed=config["seed"])
+    task = build_task(task_config(config["task"]), seed=config["seed"])
     eval_tokens = load_file(Path(run_dir) / EVAL_TOKENS_FILE)["tokens"]
     train_tokens = training_sample(task, config.get("train_sample_size", 1024))
     return RunData(task, eval_tokens, train_tokens, config["seed"], Path(run_dir), checkpoints.initial_state(run_dir))
@@ -228,8 +226,6 @@ def analyze(
 
 def log_results(logger, run_dir: Path, steps: list[int], callbacks: list[Callback]) -> None:
     """Send stored results of `callbacks` at `steps` to a logger (e.g. the run's wandb run)."""
-    from devinterp.store.metrics import read_metrics
-
     metrics = read_metrics(run_dir, latest_only=False)
     store = ResultStore(run_dir)
     for callback in callbacks:

@@ -8,7 +8,7 @@ import torch
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.weights import grouped_norms
 from devinterp.tasks.base import IGNORE_INDEX
-from devinterp.training.evaluate import DEFAULT_EVAL_BATCH
+from devinterp.callbacks.token_scores import DEFAULT_EVAL_BATCH
 
 
 @dataclass

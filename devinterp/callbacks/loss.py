@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
-from devinterp.training.evaluate import DEFAULT_EVAL_BATCH, token_scores
+from devinterp.callbacks.token_scores import DEFAULT_EVAL_BATCH, token_scores
 
 
 @dataclass
 class LossSettings:
-    batch_size: int = DEFAULT_EVAL_BATCH  # sequences per forward pass (see devinterp.training.evaluate)
+    batch_size: int = DEFAULT_EVAL_BATCH  # sequences per forward pass (see devinterp.callbacks.token_scores)
 
     def validate(self) -> None:
         require(positive(self.batch_size), "batch_size", self.batch_size, "must be a positive integer")

@@ -3,23 +3,45 @@
 token embedding + learned positional embedding -> N residual blocks of (LayerNorm -> multi-head
 causal self-attention) -> final LayerNorm -> unembedding. No MLPs.
 
-Written as a `transformers.PreTrainedModel` so `save_pretrained` / `from_pretrained` work on local
-directories. The default attention path is explicit (`softmax(q k^T / sqrt(d_head))`), which works
-under `torch.func` transforms (vmap, jvp, grad) and double backward; the fused
-`scaled_dot_product_attention` path (`attn_impl="sdpa"`) is faster for plain training but supports
-neither forward-mode AD nor double backward.
+Written as a `transformers.PreTrainedModel` (`AttnOnlyConfig` is its saved config, registered with
+`AutoModelForCausalLM`) so `save_pretrained` / `from_pretrained` work on local directories. The
+default attention path is explicit (`softmax(q k^T / sqrt(d_head))`), which works under `torch.func`
+transforms (vmap, jvp, grad) and double backward; the fused `scaled_dot_product_attention` path
+(`attn_impl="sdpa"`) is faster for plain training but supports neither forward-mode AD nor double
+backward. `AttnOnlyModelConfig` is the schema of configs/model/attn_only.yaml.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from enum import Enum
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-ATTN_IMPLS = ("explicit", "sdpa")
+from devinterp.models.base import ModelConfig
+
+
+class AttnImpl(str, Enum):
+    explicit = "explicit"  # works under torch.func transforms and double backward
+    sdpa = "sdpa"  # fused kernel: faster training, no HVPs / forward-mode AD
+
+
+ATTN_IMPLS = tuple(impl.value for impl in AttnImpl)
+
+
+@dataclass
+class AttnOnlyModelConfig(ModelConfig):
+    """Schema of configs/model/attn_only.yaml."""
+
+    _target_: str = "devinterp.models.attention_only.attn_only_model"
+    name: str = "attn_only"
+    layer_norm: bool = True
+    init_std: float = 0.02
+    attn_impl: AttnImpl = AttnImpl.explicit
 
 
 class AttnOnlyConfig(PretrainedConfig):
@@ -159,6 +181,17 @@ class AttnOnlyTransformer(PreTrainedModel):
         return CausalLMOutput(
             loss=loss, logits=logits, attentions=tuple(patterns) if output_attentions else None
         )
+
+
+AutoConfig.register(AttnOnlyConfig.model_type, AttnOnlyConfig, exist_ok=True)
+AutoModelForCausalLM.register(AttnOnlyConfig, AttnOnlyTransformer, exist_ok=True)
+
+
+def attn_only_model(*, vocab_size: int, n_ctx: int, d_model: int, n_heads: int, n_layers: int, layer_norm: bool,
+                    init_std: float, attn_impl: AttnImpl | str) -> AttnOnlyTransformer:
+    config = AttnOnlyConfig(vocab_size=vocab_size, n_ctx=n_ctx, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
+                            layer_norm=layer_norm, init_std=init_std, attn_impl=AttnImpl(attn_impl).value)
+    return AttnOnlyTransformer(config)
 
 
 def head_parameter_masks(model: AttnOnlyTransformer, layer: int, head: int) -> dict[str, torch.Tensor]:

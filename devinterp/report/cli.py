@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from devinterp.cli_errors import preflight
 from devinterp.core.devices import resolve_device
-from devinterp.config import ConfigError, ReportConfig, register_configs
+from devinterp.config import ReportConfig, register_configs
+from devinterp.core.errors import ConfigError
 from devinterp.report.build import STAGE_COLUMNS
 from devinterp.report.series import seed_runs, split_llc_series
 from devinterp.store.metrics import read_metrics_and_problems
@@ -85,7 +86,7 @@ def print_stages(stages) -> None:
 def log_report(report_cfg: ReportConfig, report) -> None:
     """Stages table and figures to the run's wandb run (logger=wandb; a multirun's: its reported run's)."""
     from devinterp.analysis.posthoc import run_config
-    from devinterp.loggers import build_logger
+    from devinterp.training.loggers import build_logger
 
     run_dir = next(iter(seed_runs(Path(report_cfg.run_dir))), Path(report_cfg.run_dir))
     logger = build_logger(report_cfg.logger, run_dir, None, group=run_config(run_dir)["name"])

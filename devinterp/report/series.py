@@ -80,7 +80,7 @@ def live_settings_hash(run_dir: Path) -> str | None:
     """The settings hash of the run's own `llc` callback (config.yaml), or None if it has none or
     its settings no longer build (an older config)."""
     from devinterp.callbacks import build_callbacks
-    from devinterp.config import ConfigError
+    from devinterp.core.errors import ConfigError
 
     entry = run_llc_settings(run_dir)
     if entry is None:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
@@ -42,6 +43,8 @@ META_FILE = "meta.json"
 REPLACED_PREFIX = ".replaced-"  # a checkpoint directory written anew is kept under this name
 MODEL_CONFIG_FILE = "config.json"  # written by save_pretrained
 WEIGHTS_FILE = "model.safetensors"  # written by save_pretrained
+
+transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar per checkpoint
 
 
 class CheckpointError(UnreadableFileError):

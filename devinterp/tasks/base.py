@@ -1,4 +1,9 @@
-"""What every task provides, and deterministic seeding.
+"""What every task provides, how a task is configured and built, and deterministic seeding.
+
+Each task is one module of this package: its config dataclass (a `TaskConfig`, the schema of
+`configs/task/<name>.yaml`, with its value checks and the vocabulary it needs) and the task class its
+`_target_` names, built by `build_task` (`hydra.utils.instantiate`). A new task is a new module and
+a new YAML file; `task_schemas` finds every module's config.
 
 A task is a source of token sequences for next-token prediction:
 - `train_batch(step, batch_size)`: the training batch for a step, a LongTensor (batch, seq_len),
@@ -13,10 +18,19 @@ A task is a source of token sequences for next-token prediction:
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import MISSING, OmegaConf
+
+from devinterp.core.errors import require
 
 
 class Task(Protocol):
@@ -44,8 +58,6 @@ class NextTokenTask:
 
 
 # Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
-# modular train/test split, the bigram language of induction filler).
-# Streams of derived_generator: training batches, the eval set, and a task's fixed structure (the
 # modular train/test split, the bigram language of the induction filler).
 TRAIN_STREAM, EVAL_STREAM, STRUCTURE_STREAM = 0, 1, 2
 
@@ -66,3 +78,44 @@ def icl_score(token_losses: torch.Tensor, early: int, late: int) -> float:
     Negative means later context helps.
     """
     return float(token_losses[:, late].mean() - token_losses[:, early].mean())
+
+
+@dataclass
+class TaskConfig:
+    """What every task's config holds. `_target_` names the task class; its other fields are the
+    class's arguments (with `seed`, which the run gives). Subclasses set `name`, `_target_` and their
+    own fields, and extend `validate` and `needed_vocab_size`."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    seq_len: int = 64
+    eval_size: int = 512  # sequences in the fixed held-out evaluation set
+
+    def validate(self) -> None:
+        """Check values; raise SettingError naming the first bad key (relative: `seq_len`) and value."""
+        require(self.seq_len >= 4, "seq_len", self.seq_len, "must be at least 4")
+        require(self.eval_size > 0, "eval_size", self.eval_size, "must be positive")
+
+    def needed_vocab_size(self) -> int:
+        """Tokens the task's sequences use: a model's vocabulary must cover them."""
+        raise NotImplementedError
+
+
+def build_task(cfg: TaskConfig, seed: int) -> Task:
+    """The task `cfg` configures (its `_target_` called with its fields and `seed`)."""
+    return instantiate(cfg, seed=seed)
+
+
+def task_schemas() -> dict[str, type[TaskConfig]]:
+    """Every task's config class by task name. Each module of `devinterp.tasks` but this one defines
+    one; they are all imported here, so a new task's module needs no registration."""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{module.name}")
+    return {schema.name: schema for schema in TaskConfig.__subclasses__()}
+
+
+def task_config(values: Mapping) -> TaskConfig:
+    """A task's config from stored values (the `task` of a run's config.yaml), by its `name`. Keys it
+    lacks take the schema's defaults: runs written before tasks had a `_target_` get their class's."""
+    schema = task_schemas()[values["name"]]
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))

@@ -15,10 +15,44 @@ then has n-gram structure a model can learn before (and besides) induction, as i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, STRUCTURE_STREAM, TRAIN_STREAM, NextTokenTask, derived_generator, icl_score
+from devinterp.core.errors import require
+from devinterp.tasks.base import (EVAL_STREAM, STRUCTURE_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig,
+                                  derived_generator, icl_score)
+
+
+@dataclass
+class InductionTaskConfig(TaskConfig):
+    """Schema of configs/task/induction.yaml."""
+
+    _target_: str = "devinterp.tasks.induction.InductionTask"
+    name: str = "induction"
+    vocab_size: int = 64
+    # Repeat period (length of the random block) drawn per sequence from [min_period, max_period];
+    # defaults seq_len // 4 and seq_len // 2.
+    min_period: Optional[int] = None
+    max_period: Optional[int] = None
+    # None: the block is uniform random tokens; a number: a walk of a fixed random bigram language,
+    # transition rows ~ Dirichlet(bigram_concentration)
+    bigram_concentration: Optional[float] = None
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.vocab_size >= 2, "vocab_size", self.vocab_size, "must be at least 2")
+        for key in ("min_period", "max_period"):
+            value = getattr(self, key)
+            require(value is None or 1 <= value < self.seq_len, key, value, f"must be in [1, task.seq_len={self.seq_len})")
+        require(self.bigram_concentration is None or self.bigram_concentration > 0, "bigram_concentration",
+                self.bigram_concentration, "must be positive (or null: uniform tokens)")
+        if self.min_period is not None and self.max_period is not None:
+            require(self.min_period <= self.max_period, "min_period", self.min_period,
+                    f"must not exceed task.max_period={self.max_period}")
+
+    def needed_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,26 @@ from dataclasses import dataclass
 
 import torch
 
-from devinterp.tasks.base import EVAL_STREAM, NextTokenTask, TRAIN_STREAM, derived_generator, icl_score
+from devinterp.core.errors import require
+from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator, icl_score
+
+
+@dataclass
+class MarkovICLTaskConfig(TaskConfig):
+    """Schema of configs/task/markov_icl.yaml."""
+
+    _target_: str = "devinterp.tasks.markov_icl.MarkovICLTask"
+    name: str = "markov_icl"
+    num_states: int = 8
+    concentration: float = 1.0  # Dirichlet parameter of each transition row
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.num_states >= 2, "num_states", self.num_states, "must be at least 2")
+        require(self.concentration > 0, "concentration", self.concentration, "must be positive")
+
+    def needed_vocab_size(self) -> int:
+        return self.num_states
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,34 @@ from dataclasses import dataclass, field
 
 import torch
 
-from devinterp.tasks.base import IGNORE_INDEX, STRUCTURE_STREAM, TRAIN_STREAM, derived_generator
+from devinterp.core.errors import require
+from devinterp.tasks.base import IGNORE_INDEX, STRUCTURE_STREAM, TRAIN_STREAM, TaskConfig, derived_generator
 
 ANSWER_POSITION = 3  # index of c in [a, b, =, c]
+
+
+@dataclass
+class ModularTaskConfig(TaskConfig):
+    """Schema of configs/task/modular.yaml: a + b (mod modulus) as `[a, b, =, c]`, only c scored."""
+
+    _target_: str = "devinterp.tasks.modular.ModularAdditionTask"
+    name: str = "modular"
+    modulus: int = 53
+    train_fraction: float = 0.3  # of the modulus² pairs; the rest is the held-out test set
+    seq_len: int = 4  # fixed by the format [a, b, =, c]
+    eval_size: int = 1_000_000  # at most this many held-out pairs (default: all of them)
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.seq_len == 4, "seq_len", self.seq_len, "must be 4 for task=modular ([a, b, =, c])")
+        require(self.modulus >= 2, "modulus", self.modulus, "must be at least 2")
+        require(0 < self.train_fraction < 1, "train_fraction", self.train_fraction, "must be in (0, 1)")
+        num_train = round(self.train_fraction * self.modulus**2)
+        require(0 < num_train < self.modulus**2, "train_fraction", self.train_fraction,
+                f"leaves no training or no held-out pair of the {self.modulus ** 2}")
+
+    def needed_vocab_size(self) -> int:
+        return self.modulus + 1  # residues 0..p-1 and the `=` token p
 
 
 @dataclass(frozen=True)

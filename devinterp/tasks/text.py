@@ -10,10 +10,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import MISSING
 
-from devinterp.tasks.base import EVAL_STREAM, NextTokenTask, TRAIN_STREAM, derived_generator
+from devinterp.core.errors import require
+from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator
 
 BYTE_VOCAB = 256
+
+
+@dataclass
+class TextTaskConfig(TaskConfig):
+    """Schema of configs/task/text.yaml."""
+
+    _target_: str = "devinterp.tasks.text.TextTask"
+    name: str = "text"
+    path: str = MISSING
+    seq_len: int = 128
+    eval_size: int = 256
+    eval_fraction: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        path = Path(self.path)
+        require(path.is_file(), "path", self.path, "no such file")
+        size = path.stat().st_size
+        require(size > 0, "path", self.path, "the file is empty")
+        require(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "must be in (0, 1)")
+        held_out = size - int(size * (1 - self.eval_fraction))
+        require(min(size - held_out, held_out) >= self.seq_len, "path", self.path,
+                f"too short ({size} bytes) for task.seq_len={self.seq_len} windows in both the "
+                f"training part and the held-out {self.eval_fraction:.0%}")
+
+    def needed_vocab_size(self) -> int:
+        return BYTE_VOCAB
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,50 @@
-"""Optimizer and learning-rate schedule from an OptimConfig."""
+"""Optimizer and learning-rate schedule from an OptimConfig (the schema of configs/optim/)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
 
 import torch
 
-from devinterp.config import LRSchedule, OptimConfig, OptimizerName
+from devinterp.core.errors import require
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"
+    linear = "linear"  # linear decay to 0 after warmup
+    cosine = "cosine"  # cosine decay to 0 after warmup
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = OptimizerName.adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # adamw: added to √(second moment); larger values damp the huge steps Adam takes when gradients
+    # become tiny (e.g. near zero training loss), which otherwise cause loss spikes
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd only
+    warmup_steps: int = 0
+    schedule: LRSchedule = LRSchedule.constant
+    grad_clip: Optional[float] = 1.0  # max global grad norm; null disables clipping
+
+    def validate(self, steps: int) -> None:
+        """Check values for a run of `steps` steps; raise SettingError naming the first bad key and value."""
+        require(self.lr > 0, "lr", self.lr, "must be positive")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        require(self.eps > 0, "eps", self.eps, "must be positive")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", list(self.betas),
+                "must be two numbers in [0, 1)")
+        require(0 <= self.warmup_steps < steps, "warmup_steps", self.warmup_steps, f"must be in [0, steps={steps})")
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "must be positive or null")
 
 
 def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

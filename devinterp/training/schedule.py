@@ -1,7 +1,25 @@
 """Which steps get a checkpoint."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from devinterp.core.errors import require
+
+
+@dataclass
+class CheckpointConfig:
+    """Schema of configs/checkpoints/: how many steps of each spacing (see `checkpoint_schedule`)."""
+
+    log: int = 60  # log-spaced checkpoint steps over [1, steps]
+    linear: int = 40  # linearly spaced steps over [0, steps]
+
+    def validate(self, steps: int) -> None:
+        for key in ("log", "linear"):
+            count = getattr(self, key)
+            require(count >= 0, key, count, "must be >= 0")
+            require(count <= steps + 1, key, count, f"more checkpoints than there are steps (steps={steps})")
 
 
 def checkpoint_schedule(total_steps: int, n_log: int, n_linear: int) -> list[int]:

@@ -18,17 +18,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from devinterp.store import checkpoints
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
-from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
-from devinterp.config import TrainConfig
 from devinterp.core.devices import resolve_device
-from devinterp.loggers import MetricLogger
+from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.models import build_model, count_parameters
+from devinterp.store import checkpoints
 from devinterp.store.metrics import MetricsWriter
+from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import EVAL_TOKENS_FILE, write_status
 from devinterp.tasks import Task, build_task
-from devinterp.store.results import ResultStore
+from devinterp.training.config import TrainConfig
+from devinterp.training.loggers import MetricLogger
 from devinterp.training.optim import build_optimizer, build_scheduler
 from devinterp.training.schedule import checkpoint_schedule
 

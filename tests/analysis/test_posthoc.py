@@ -8,7 +8,7 @@ import pytest
 from devinterp import analyze as analyze_cli
 from devinterp.analysis import ExecutorConfig, analyze
 from devinterp.callbacks import GradsCallback, InductionCallback, LossCallback, WeightsCallback
-from devinterp.config import ExecutorName
+from devinterp.analysis.executors import ExecutorName
 from devinterp.store import read_metrics
 from tests.helpers import callback_rows, one_torch_thread
 

@@ -6,7 +6,7 @@ import torch
 
 from devinterp.callbacks import (CallbackContext, CallbackRunner, GradsCallback, InductionCallback, LossCallback,
                                  RunData, Schedule, WeightsCallback, build_callbacks, derive_seed)
-from devinterp.config import ConfigError
+from devinterp.core.errors import ConfigError
 from devinterp.models import AttnOnlyConfig, AttnOnlyTransformer
 from devinterp.store import read_metrics
 from devinterp.store.results import ResultStore

@@ -85,7 +85,7 @@ def test_explicit_settings_do_not_calibrate(small_runs, tmp_path):
 @pytest.mark.parametrize("settings, key", [({"step_size": "fast"}, "step_size"), ({"num_draws": 2.5}, "num_draws"),
                                            ({"max_steps": 50}, "max_steps"), ({"localization": 0.0}, "localization")])
 def test_bad_auto_settings_name_the_key(settings, key):
-    from devinterp.config import ConfigError
+    from devinterp.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"callbacks.llc.{key}="):
         LLCCallback(**settings)

@@ -129,7 +129,7 @@ def test_exact_resume_after_sigkill(tmp_path):
 
 
 def test_resume_refuses_to_change_the_stored_config(tmp_path, tiny_overrides):
-    from devinterp.config import ConfigError
+    from devinterp.core.errors import ConfigError
     from devinterp.train import resume_config
 
     result = train(tiny_overrides)

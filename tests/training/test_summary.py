@@ -1,5 +1,5 @@
 """The time split the demo prints: callbacks as multiples of the training time."""
-from devinterp.summary import format_time_split
+from devinterp.training.summary import format_time_split
 
 
 def test_time_split_gives_each_callback_as_a_multiple_of_training():

@@ -12,12 +12,36 @@ import secrets
 from pathlib import Path
 from typing import Protocol
 
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
 import numpy as np
 import pandas as pd
 
-from devinterp.config import LoggerConfig, LoggerName
-
 WANDB_ID_FILE = "wandb_id.txt"
+
+
+class LoggerName(str, Enum):
+    none = "none"
+    wandb = "wandb"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"  # no account or network needed; `wandb sync` later
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    """Schema of configs/logger/."""
+
+    name: LoggerName = LoggerName.none
+    project: str = "devinterp"
+    entity: Optional[str] = None
+    mode: WandbMode = WandbMode.offline
+    tags: List[str] = field(default_factory=list)
 
 
 class MetricLogger(Protocol):
@@ -67,7 +91,7 @@ class WandbLogger:
     """
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict | None, group: str):
-        import wandb
+        import wandb  # here, not at the top: wandb takes seconds to import and most runs do not log to it
 
         self.wandb = wandb
         id_file = Path(run_dir) / WANDB_ID_FILE
