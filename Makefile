@@ -33,7 +33,7 @@ browser:
 	fi
 
 demo: $(STAMP)
-	$(PY) -m devinterp.demo
+	$(PY) -m devinterp.cli.demo
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -n auto --dist worksteal --durations=15 tests

@@ -189,7 +189,7 @@ def default_run(run_dir: Path | None, workdir: Path) -> Path:
     """`run_dir`, or the default induction run trained here without callbacks."""
     if run_dir is not None:
         return run_dir
-    from devinterp.train import compose_train_config, run
+    from devinterp.cli.train import compose_train_config, run
 
     overrides = ["callbacks=[]", "progress=false", f"run_dir={workdir / 'induction'}"]
     print("training the default induction run without callbacks (a few minutes) ...", flush=True)

@@ -37,7 +37,7 @@ MODES = {
 
 
 def run_mode(mode: str, steps: int, root: Path) -> dict:
-    from devinterp.train import compose_train_config, run
+    from devinterp.cli.train import compose_train_config, run
 
     overrides = [f"steps={steps}", "progress=false", f"run_dir={root / mode}", *MODES[mode]]
     start = time.perf_counter()
@@ -63,7 +63,7 @@ def llc_floor(steps: int) -> dict:
 
     from devinterp.callbacks.base import Schedule
     from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer
-    from devinterp.train import compose_train_config
+    from devinterp.cli.train import compose_train_config
     from devinterp.training.schedule import checkpoint_schedule
 
     cfg = compose_train_config([f"steps={steps}", "callbacks=study", *LLC_BASELINE])

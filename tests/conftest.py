@@ -46,7 +46,7 @@ SMALL_RUN_CALLBACKS = ["callbacks=[loss,induction,weights,grads]", "callbacks.in
 @pytest.fixture(scope="session")
 def small_runs(tmp_path_factory):
     """(live run, bare run): run directories not to be modified (copy them first)."""
-    from devinterp.train import compose_train_config, run
+    from devinterp.cli.train import compose_train_config, run
 
     root = tmp_path_factory.mktemp("small_runs")
     runs = []

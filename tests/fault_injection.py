@@ -53,7 +53,7 @@ def cli_main(module: str, argv: list[str], log_path: str | None = None) -> None:
 def train_run(cfg, overrides: list[str], log_path: str | None = None) -> None:
     """`devinterp.train.run` on an already composed config (what main() does after parsing)."""
     _child_setup(log_path)
-    from devinterp.train import run
+    from devinterp.cli.train import run
 
     run(cfg, overrides)
 

@@ -37,7 +37,7 @@ def test_analysis_builds_the_callbacks_stored_in_the_old_config(old_run):
 
 
 def test_report_of_the_old_run(old_run, tmp_path):
-    from devinterp.report import build_report
+    from devinterp.views.report import build_report
 
     report = build_report(old_run, out_dir=tmp_path / "report")
     assert len(report.stages) == 1 and report.stages["end_step"].tolist() == [20]
@@ -46,7 +46,7 @@ def test_report_of_the_old_run(old_run, tmp_path):
 
 
 def test_dashboard_reads_the_old_run(old_run):
-    from devinterp.dashboard import data
+    from devinterp.views.dashboard import data
 
     runs_dir = old_run.parent
     loaded = data.load_run(runs_dir, old_run, time.time(), stale_after=600)
@@ -67,8 +67,8 @@ def run_app(monkeypatch, main, *argv) -> int:
 
 
 def test_the_apps_read_the_old_run(old_run, tmp_path, monkeypatch, capsys):
-    from devinterp import analyze as analyze_app
-    from devinterp.report import cli as report_app
+    from devinterp.cli import analyze as analyze_app
+    from devinterp.cli import report as report_app
 
     monkeypatch.chdir(tmp_path)
     assert run_app(monkeypatch, analyze_app.main, "devinterp-analyze", f"run_dir={old_run}", "callbacks=[weights]",

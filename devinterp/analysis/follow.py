@@ -23,6 +23,7 @@ the seconds per callback and the lag: seconds from the end of training to the la
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from devinterp.analysis.posthoc import load_run_data, run_config
-from devinterp.callbacks import Callback, CallbackRunner
+from devinterp.callbacks import Callback, CallbackRunner, build_callbacks
+from devinterp.core.logfile import log_to_file
 from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.store import checkpoints
 from devinterp.store.results import ResultStore
@@ -184,15 +186,8 @@ def _follower_main(run_dir: str, callbacks_cfg: dict, device: str, threads: int,
                    stale_after: float) -> None:
     """Entry point of the follower process `devinterp-train analyze=follow` starts (spawned: a fresh
     interpreter, so no torch state is shared with the trainer). Logs to <run_dir>/follow.log."""
-    from devinterp.callbacks import build_callbacks
-
     torch.set_num_threads(threads)
-    logger = logging.getLogger("devinterp")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    handler = logging.FileHandler(Path(run_dir) / FOLLOW_LOG_FILE)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
+    log_to_file(Path(run_dir) / FOLLOW_LOG_FILE)
     result = follow_run(Path(run_dir), build_callbacks(callbacks_cfg), device=device, poll_seconds=poll_seconds,
                         stale_after=stale_after, progress=False)
     raise SystemExit(result.exit_code)
@@ -207,8 +202,6 @@ class Follower:
 
     def __init__(self, run_dir: Path, callbacks_cfg: dict, *, device: str, threads: int,
                  poll_seconds: float = DEFAULT_POLL_SECONDS, stale_after: float = DEFAULT_STALE_AFTER):
-        import multiprocessing
-
         self.run_dir = Path(run_dir)
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(

@@ -4,4 +4,5 @@
     devices.py   which torch device `device=auto|cpu|cuda` means
     progress.py  progress bars that count the measurements still to come
     params.py    parameter selectors (names, globs, masks) shared by the estimators
+    logfile.py   the `devinterp` logger writing to a run's log file
 """

@@ -7,14 +7,14 @@ import time
 import pandas as pd
 import pytest
 
-from devinterp import analyze as analyze_cli
+from devinterp.cli import analyze as analyze_cli
 from devinterp.analysis.follow import FINISHED, MISSING, TRAINER_SILENT, TRAINING_FAILED, follow_run
 from devinterp.store.run_dir import ANALYSIS_STATUS_FILE
 from devinterp.callbacks import LossCallback, WeightsCallback
 from devinterp.store.checkpoints import checkpoints_dir, step_dirname
 from devinterp.store import read_metrics
 from devinterp.store.run_dir import write_status
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 from tests.helpers import callback_rows
 
 BASE = ["steps=20", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "task.vocab_size=16",
@@ -85,7 +85,7 @@ def test_follower_measures_checkpoints_as_they_land_with_the_live_numbers(runs, 
 def test_dashboard_shows_the_run_analysing_while_the_follower_catches_up(runs, tmp_path):
     """Training finished with checkpoints still to measure: the run's badge is "analysing"."""
     from devinterp.callbacks.base import Callback, CallbackOutput
-    from devinterp.dashboard.data import load_status
+    from devinterp.views.dashboard.data import load_status
 
     class BadgeCallback(Callback):
         name = "badge"
@@ -159,7 +159,7 @@ def test_follow_cli(runs, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow  # a spawned interpreter imports torch, transformers and hydra: 10-50 s on 2 busy cores
 def test_training_with_a_follower_process_gives_the_live_numbers(runs, tmp_path, capsys):
     """`analyze=follow`: the trainer starts the follower as a child process and waits for it."""
-    from devinterp.train import report
+    from devinterp.cli.train import report
 
     live, _ = runs
     result = run(compose_train_config([*BASE, "callbacks=[loss,weights]", "analyze=follow",

@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from devinterp import analyze as analyze_cli
+from devinterp.cli import analyze as analyze_cli
 from devinterp.analysis import ExecutorConfig, analyze
 from devinterp.callbacks import GradsCallback, InductionCallback, LossCallback, WeightsCallback
 from devinterp.analysis.executors import ExecutorName

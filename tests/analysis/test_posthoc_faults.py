@@ -8,13 +8,13 @@ import time
 import pandas as pd
 import pytest
 
-from devinterp import analyze as analyze_cli
+from devinterp.cli import analyze as analyze_cli
 from devinterp.store import checkpoints
 from devinterp.analysis import analyze
 from devinterp.callbacks import GradsCallback, LossCallback, WeightsCallback
 from devinterp.store import read_metrics
 from devinterp.store.results import LOCKS_DIRNAME, ResultStore
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 from tests.helpers import one_torch_thread
 from tests.fault_injection import (assert_untouched, cli_main, damage_one_of_each, digest, exit_code, kill,
                                    posthoc, result_keys, start, train_run, wait_until)

@@ -214,7 +214,7 @@ def test_callback_warnings_go_to_the_log_not_the_console(tmp_path, caplog):
 
 
 def test_callbacks_can_be_removed_from_the_config():
-    from devinterp.train import compose_train_config
+    from devinterp.cli.train import compose_train_config
 
     assert [c.name for c in build_callbacks(compose_train_config(["~callbacks.grads"]).callbacks)] == \
         ["loss", "induction", "weights"]

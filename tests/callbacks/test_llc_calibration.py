@@ -11,7 +11,7 @@ from devinterp.analysis import analyze
 from devinterp.callbacks.llc import LLCCallback, left_initial_plateau
 from devinterp.store import read_metrics
 from devinterp.store.calibration import CALIBRATION_DIRNAME
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 
 SMALL_LLC = dict(num_chains=2, num_samples=64, max_batch_size=16, max_steps=200)
 SMALL_LLC_OVERRIDES = [f"callbacks.llc.{key}={value}" for key, value in SMALL_LLC.items()] + [

@@ -7,7 +7,7 @@ from devinterp.callbacks import CallbackRunner, RunData, WeightsCallback
 from devinterp.callbacks.base import Deferred
 from devinterp.store.results import ResultStore
 from devinterp.tasks.induction import InductionTask
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 
 from .test_callbacks import context
 

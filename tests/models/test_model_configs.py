@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from devinterp.core.errors import SettingError
 from devinterp.models import AttnOnlyModelConfig, build_model, count_parameters, model_schemas
-from devinterp.train import CONFIG_DIR, compose_train_config
+from devinterp.cli.configs import CONFIG_DIR
+from devinterp.cli.train import compose_train_config
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml")))

@@ -8,7 +8,7 @@ import torch
 from devinterp.store import checkpoints
 from devinterp.store.metrics import read_metrics
 from devinterp.store.unreadable import UnreadableFileWarning
-from devinterp.train import compose_train_config, resume_config, run
+from devinterp.cli.train import compose_train_config, resume_config, run
 from tests.fault_injection import digest, truncate
 
 FILES = ["model.safetensors", "config.json", "trainer_state.pt"]

@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from devinterp.core.errors import SettingError
 from devinterp.tasks import InductionTaskConfig, build_task, task_config, task_schemas
-from devinterp.train import CONFIG_DIR, compose_train_config
+from devinterp.cli.configs import CONFIG_DIR
+from devinterp.cli.train import compose_train_config
 
 
 def task_names() -> list[str]:

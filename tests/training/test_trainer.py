@@ -14,7 +14,7 @@ import torch
 from devinterp.store import checkpoints
 from devinterp.store.metrics import metric_series, read_metrics
 from devinterp.store.run_dir import read_status
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 from devinterp.training.schedule import checkpoint_schedule
 
 # The default model and task, shortened: the induction bump comes at ~300 steps.
@@ -89,7 +89,7 @@ def test_exact_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, tiny_ov
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"partial")
 
-    from devinterp.train import resume_config
+    from devinterp.cli.train import resume_config
     resumed_cfg, merged = resume_config(compose_train_config([*tiny_overrides, "resume=true", f"run_dir={run_dir}"]),
                                         ["resume=true", f"run_dir={run_dir}"])
     resumed = run(resumed_cfg, merged)
@@ -130,12 +130,29 @@ def test_exact_resume_after_sigkill(tmp_path):
 
 def test_resume_refuses_to_change_the_stored_config(tmp_path, tiny_overrides):
     from devinterp.core.errors import ConfigError
-    from devinterp.train import resume_config
+    from devinterp.cli.train import resume_config
 
     result = train(tiny_overrides)
     overrides = ["resume=true", f"run_dir={result.run_dir}", "optim.lr=0.5"]
     with pytest.raises(ConfigError, match="optim.lr"):
         resume_config(compose_train_config([*tiny_overrides, *overrides]), overrides)
+
+
+def test_resume_accepts_a_run_stored_before_configs_had_targets(tmp_path, tiny_overrides):
+    """A run whose config.yaml names no `_target_` (written before models and tasks had one) resumes:
+    `_target_` says where the building code lives, not what the run computes."""
+    import yaml
+
+    from devinterp.cli.train import resume_config
+
+    result = train(tiny_overrides)
+    stored = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    for node in (stored["model"], stored["task"], *stored["callbacks"].values()):
+        node.pop("_target_")
+    (result.run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    overrides = ["resume=true", f"run_dir={result.run_dir}"]
+    cfg, _ = resume_config(compose_train_config([*tiny_overrides, *overrides]), overrides)
+    assert cfg.task._target_ == "devinterp.tasks.induction.InductionTask"
 
 
 def test_failing_training_marks_the_run_failed(tmp_path, tiny_overrides, monkeypatch):

@@ -7,10 +7,10 @@ import time
 import torch
 
 from devinterp.store import checkpoints
-from devinterp import train as train_cli
+from devinterp.cli import train as train_cli
 from devinterp.store.metrics import read_metrics
 from devinterp.store.run_dir import read_status
-from devinterp.train import compose_train_config, resume_config, run
+from devinterp.cli.train import compose_train_config, resume_config, run
 from tests.conftest import SMALL_RUN
 from tests.fault_injection import exit_code, kill, result_keys, start, train_run, wait_until
 from tests.helpers import one_torch_thread

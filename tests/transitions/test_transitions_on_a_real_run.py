@@ -3,7 +3,7 @@ import pytest
 
 from devinterp.store import metric_series, read_metrics
 from devinterp.training.summary import loss_drop_step
-from devinterp.train import compose_train_config, run
+from devinterp.cli.train import compose_train_config, run
 from devinterp.transitions import detect_transitions
 
 

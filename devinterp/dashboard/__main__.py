@@ -1,3 +1,0 @@
-from devinterp.dashboard.cli import main
-
-main()

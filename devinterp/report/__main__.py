@@ -1,3 +1,0 @@
-from devinterp.report.cli import main
-
-main()
