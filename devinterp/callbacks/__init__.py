@@ -1,11 +1,14 @@
-"""Measurements at checkpoint steps, live during training or post hoc over saved checkpoints."""
+"""Measurements at checkpoint steps, live during training or post hoc over saved checkpoints.
+Every callback is built from its config's `_target_`, `devinterp.callbacks.<Name>Callback`."""
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Schedule, derive_seed
 from devinterp.callbacks.grads import GradsCallback
+from devinterp.callbacks.hessian import HessianCallback
 from devinterp.callbacks.induction import InductionCallback
+from devinterp.callbacks.llc import LLCCallback
 from devinterp.callbacks.loss import LossCallback
 from devinterp.callbacks.runner import CallbackRunner, RunData, build_callbacks, training_sample
 from devinterp.callbacks.weights import WeightsCallback
 
 __all__ = ["Callback", "CallbackContext", "CallbackOutput", "Schedule", "derive_seed", "CallbackRunner",
-           "RunData", "build_callbacks", "training_sample", "LossCallback", "InductionCallback",
-           "WeightsCallback", "GradsCallback"]
+           "RunData", "build_callbacks", "training_sample", "GradsCallback", "HessianCallback", "InductionCallback",
+           "LLCCallback", "LossCallback", "WeightsCallback"]

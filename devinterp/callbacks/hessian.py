@@ -17,6 +17,7 @@ import numpy as np
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
 from devinterp.callbacks.llc import next_token_loss
+from devinterp.hessian import hessian_spectrum
 
 
 @dataclass
@@ -55,8 +56,6 @@ class HessianCallback(Callback):
     Settings = HessianSettings
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
-        from devinterp.hessian import hessian_spectrum
-
         c = self.config
         tokens = ctx.train_tokens[: c.num_samples]
         batches = list(zip(tokens.split(c.batch_size), ctx.task.labels(tokens).split(c.batch_size)))

@@ -267,7 +267,7 @@ def test_loss_callback_scores_only_the_tokens_the_task_labels():
 
 
 def test_grads_hessian_and_llc_use_the_tasks_labels(monkeypatch):
-    import devinterp.hessian
+    import devinterp.callbacks.hessian
     from devinterp.callbacks.hessian import HessianCallback
     from devinterp.callbacks.llc import LLCCallback
 
@@ -292,7 +292,7 @@ def test_grads_hessian_and_llc_use_the_tasks_labels(monkeypatch):
         seen.extend(float(loss_fn(model, batch)) * len(batch[0]) for batch in batches)
         raise RuntimeError("spied")
 
-    monkeypatch.setattr(devinterp.hessian, "hessian_spectrum", spy)
+    monkeypatch.setattr(devinterp.callbacks.hessian, "hessian_spectrum", spy)
     with pytest.raises(RuntimeError, match="spied"):
         HessianCallback(num_samples=len(tokens), batch_size=4).on_checkpoint(ctx)
     assert sum(seen) / len(tokens) == pytest.approx(float(answer_loss), rel=1e-5)
