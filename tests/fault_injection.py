@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-PRELOAD = ["torch", "transformers", "pytest", "devinterp.train", "devinterp.analyze", "devinterp.analysis.posthoc"]
+PRELOAD = ["torch", "transformers", "pytest", "devinterp.cli.train", "devinterp.cli.analyze", "devinterp.analysis.posthoc"]
 _context = None
 
 
@@ -51,7 +51,7 @@ def cli_main(module: str, argv: list[str], log_path: str | None = None) -> None:
 
 
 def train_run(cfg, overrides: list[str], log_path: str | None = None) -> None:
-    """`devinterp.train.run` on an already composed config (what main() does after parsing)."""
+    """`devinterp.cli.train.run` on an already composed config (what main() does after parsing)."""
     _child_setup(log_path)
     from devinterp.cli.train import run
 

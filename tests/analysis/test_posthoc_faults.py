@@ -144,7 +144,7 @@ def test_two_analyses_at_once_store_each_result_once(longer_run, tmp_path):
     argv = [f"run_dir={run_dir}", "callbacks=[loss,weights,grads]", "callbacks.loss.batch_size=32",
             "callbacks.grads.num_samples=32", "progress=false"]
     logs = [tmp_path / "a.txt", tmp_path / "b.txt"]
-    processes = [start(cli_main, "devinterp.analyze", argv, str(log)) for log in logs]
+    processes = [start(cli_main, "devinterp.cli.analyze", argv, str(log)) for log in logs]
     assert wait_until(lambda: len(result_keys(run_dir)) >= 1, 120)
     both_running = all(p.is_alive() for p in processes)
     for process in processes:

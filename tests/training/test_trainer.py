@@ -203,7 +203,7 @@ def test_a_failing_callback_does_not_stop_training(tmp_path, tiny_overrides, mon
         def on_checkpoint(self, ctx):
             raise ValueError("deliberately broken")
 
-    monkeypatch.setattr("devinterp.train.build_callbacks", lambda cfg: [AlwaysFails(), WeightsCallback()])
+    monkeypatch.setattr("devinterp.cli.train.build_callbacks", lambda cfg: [AlwaysFails(), WeightsCallback()])
     result = train(tiny_overrides)
     assert read_status(result.run_dir).state == "finished"
     failures = ResultStore(result.run_dir).failures()
@@ -228,7 +228,7 @@ def test_live_runs_call_the_callback_hooks(tmp_path, tiny_overrides, monkeypatch
         def on_train_end(self):
             calls.append(("end",))
 
-    monkeypatch.setattr("devinterp.train.build_callbacks", lambda cfg: [Recording()])
+    monkeypatch.setattr("devinterp.cli.train.build_callbacks", lambda cfg: [Recording()])
     train(tiny_overrides)
     assert calls[0][0] == "start" and calls[-1] == ("end",)
     assert [c[1] for c in calls if c[0] == "step"] == list(range(30))
