@@ -91,94 +91,123 @@ def follow_run(
 ) -> FollowResult:
     """Measure `callbacks` at the run's due checkpoints as they land, until the run is finished and
     everything is stored, or the trainer failed or fell silent (see the module docstring)."""
-    run_dir = Path(run_dir)
-    started = time.time()
-    config = run_config(run_dir)
-    schedule = checkpoint_schedule(int(config["steps"]), int(config["checkpoints"]["log"]),
-                                   int(config["checkpoints"]["linear"]))
-    scheduled = set(schedule)
-    store = ResultStore(run_dir)
-    torch_device = torch.device(device)
-    runner: CallbackRunner | None = None  # built at the first checkpoint: it needs the run's step-0 weights
-    result = FollowResult(run_dir, INTERRUPTED, "interrupted")
-    # Plan with a throwaway runner (no data needed for planning) to size the bar.
-    planner = CallbackRunner(list(callbacks), None, store, schedule, int(config["steps"]))
-    bar = tqdm(total=len([s for s in planner.pending_steps() if s in scheduled]), desc="follow", unit="ckpt",
-               disable=not progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
-    last_step = None
-
-    def announce(callback: str, step: int) -> None:
-        bar.set_description_str(measuring_label(callback, step))
-
-    _write_status(run_dir, "analysing", None)
+    following = Following(Path(run_dir), callbacks, torch.device(device), progress)
     try:
         while True:
             # The status first: the trainer writes "finished" only after its last checkpoint, so a
             # "finished" read here means every checkpoint is already listed below.
-            status = _training_status(run_dir)
-            state = status.state if status else None
-            available = {info.step for info in checkpoints.list_checkpoints(run_dir)}
-            pending = [s for s in (runner or planner).pending_steps() if s in scheduled]
-            # A step whose callbacks all deferred (the LLC before its calibration) waits for catch_up.
-            ready = [s for s in pending if s in available
-                     and (runner is None or any((s, c.name) not in runner.deferred for c in runner.pending(s)))]
+            status = _training_status(following.run_dir)
+            available = {info.step for info in checkpoints.list_checkpoints(following.run_dir)}
+            pending = following.pending()
+            ready = following.ready(pending, available)
             if ready:
-                if runner is None:
-                    runner = CallbackRunner(list(callbacks), load_run_data(run_dir), store, schedule,
-                                            int(config["steps"]), announce=announce)
-                last_step = ready[0]
-                runner.run(last_step, checkpoints.load(run_dir, last_step, torch_device), torch_device)
-                runner.catch_up(last_step, available, lambda s: checkpoints.load(run_dir, s, torch_device),
-                                torch_device)
-                result.steps_analysed.append(last_step)
-                seconds, known = runner.costs.estimate(runner.remaining_calls(last_step))
-                bar.set_description_str("follow", refresh=False)
-                bar.set_postfix_str(f"{len(ready) - 1} checkpoints behind, {format_time_left(seconds, known)} of "
-                                    f"measuring left", refresh=False)
-                bar.update(1)
-                _write_status(run_dir, "analysing", last_step)
-                continue
-
-            measured = f"Measured {len(result.steps_analysed)} checkpoints"
-            if state == "finished":
-                if pending:
-                    result.outcome = MISSING
-                    result.message = (f"{run_dir}: training finished but due checkpoints are missing at steps "
-                                      f"{pending[:10]}{' ...' if len(pending) > 10 else ''}. {measured}.")
-                else:
-                    result.outcome = FINISHED
-                    result.lag_seconds = max(0.0, time.time() - (status.updated or started))
-                    result.message = (f"followed {run_dir}: {measured.lower()}; everything stored "
-                                      f"{result.lag_seconds:.1f} s after training finished")
+                following.measure(ready, available)
+            elif following.over(status, pending, stale_after):
                 break
-            if state == "failed":
-                result.outcome = TRAINING_FAILED
-                result.message = (f"{run_dir}: training failed at step {status.step}. {measured} (every "
-                                  f"complete one); {len(pending)} due checkpoints will not come: resume the "
-                                  f"run, then follow it again.")
-                break
-            # The trainer refreshes its status at every checkpoint and at least every
-            # devinterp.training.trainer.HEARTBEAT_SECONDS; before its first status, count from our start.
-            silent = time.time() - ((status.updated or started) if status else started)
-            if silent > stale_after:
-                result.outcome = TRAINER_SILENT
-                described = f"status {state!r}" if state else f"no {STATUS_FILE}"
-                result.message = (f"{run_dir}: no status update for {silent:.0f} s ({described}, "
-                                  f"stale_after={stale_after:g}): the trainer seems to have died. {measured}; "
-                                  f"{len(pending)} due ones are missing.")
-                break
-            bar.set_postfix_str(f"waiting for step {pending[0]}" if pending else "waiting for the end of training",
-                                refresh=True)
-            _write_status(run_dir, "analysing", last_step)
-            sleep(poll_seconds)
+            else:
+                following.wait(pending)
+                sleep(poll_seconds)
     finally:
-        bar.close()
-        result.callback_seconds = runner.seconds if runner is not None else {}
-        result.seconds = time.time() - started
-        _write_status(run_dir, "finished" if result.outcome == FINISHED else "stopped", last_step,
+        following.close()
+    log.info(following.result.message)
+    return following.result
+
+
+class Following:
+    """A follower between two polls of its run: what is due, what it measured, its progress bar."""
+
+    def __init__(self, run_dir: Path, callbacks: list[Callback], device: torch.device, progress: bool):
+        self.run_dir, self.callbacks, self.device = run_dir, list(callbacks), device
+        self.started = time.time()
+        config = run_config(run_dir)
+        self.total_steps = int(config["steps"])
+        self.schedule = checkpoint_schedule(self.total_steps, int(config["checkpoints"]["log"]),
+                                            int(config["checkpoints"]["linear"]))
+        self.store = ResultStore(run_dir)
+        # Plans with a throwaway runner (planning needs no data) until the first checkpoint lands: the
+        # runner that measures needs the run's step-0 weights.
+        self.planner = CallbackRunner(self.callbacks, None, self.store, self.schedule, self.total_steps)
+        self.runner: CallbackRunner | None = None
+        self.result = FollowResult(run_dir, INTERRUPTED, "interrupted")
+        self.last_step: int | None = None
+        self.bar = tqdm(total=len(self.pending()), desc="follow", unit="ckpt", disable=not progress,
+                        dynamic_ncols=True, bar_format=BAR_FORMAT)
+        _write_status(run_dir, "analysing", None)
+
+    def pending(self) -> list[int]:
+        """Checkpoint steps with callbacks due and not stored, in order."""
+        scheduled = set(self.schedule)
+        return [s for s in (self.runner or self.planner).pending_steps() if s in scheduled]
+
+    def ready(self, pending: list[int], available: set[int]) -> list[int]:
+        """The pending steps saved so far; a step whose callbacks all deferred (the LLC before its
+        calibration) is left to `catch_up`."""
+        runner = self.runner
+        return [s for s in pending if s in available
+                and (runner is None or any((s, c.name) not in runner.deferred for c in runner.pending(s)))]
+
+    def measure(self, ready: list[int], available: set[int]) -> None:
+        """Measure the oldest ready checkpoint, and what waited for it."""
+        if self.runner is None:
+            self.runner = CallbackRunner(self.callbacks, load_run_data(self.run_dir), self.store, self.schedule,
+                                         self.total_steps, announce=self.announce)
+        step = self.last_step = ready[0]
+        self.runner.run(step, checkpoints.load(self.run_dir, step, self.device), self.device)
+        self.runner.catch_up(step, available, lambda s: checkpoints.load(self.run_dir, s, self.device), self.device)
+        self.result.steps_analysed.append(step)
+        seconds, known = self.runner.costs.estimate(self.runner.remaining_calls(step))
+        self.bar.set_description_str("follow", refresh=False)
+        self.bar.set_postfix_str(f"{len(ready) - 1} checkpoints behind, {format_time_left(seconds, known)} of "
+                                 f"measuring left", refresh=False)
+        self.bar.update(1)
+        _write_status(self.run_dir, "analysing", step)
+
+    def announce(self, callback: str, step: int) -> None:
+        self.bar.set_description_str(measuring_label(callback, step))
+
+    def over(self, status: Status | None, pending: list[int], stale_after: float) -> bool:
+        """Whether following ends here, nothing being ready to measure: training finished or failed,
+        or the trainer fell silent. Then `result` says how."""
+        measured = f"Measured {len(self.result.steps_analysed)} checkpoints"
+        state = status.state if status else None
+        # The trainer refreshes its status at every checkpoint and at least every
+        # devinterp.training.trainer.HEARTBEAT_SECONDS; before its first status, count from our start.
+        silent = time.time() - ((status.updated or self.started) if status else self.started)
+        if state == "finished" and pending:
+            outcome, message = MISSING, (f"{self.run_dir}: training finished but due checkpoints are missing at "
+                                         f"steps {pending[:10]}{' ...' if len(pending) > 10 else ''}. {measured}.")
+        elif state == "finished":
+            self.result.lag_seconds = max(0.0, time.time() - (status.updated or self.started))
+            outcome, message = FINISHED, (f"followed {self.run_dir}: {measured.lower()}; everything stored "
+                                          f"{self.result.lag_seconds:.1f} s after training finished")
+        elif state == "failed":
+            outcome, message = TRAINING_FAILED, (
+                f"{self.run_dir}: training failed at step {status.step}. {measured} (every complete one); "
+                f"{len(pending)} due checkpoints will not come: resume the run, then follow it again.")
+        elif silent > stale_after:
+            described = f"status {state!r}" if state else f"no {STATUS_FILE}"
+            outcome, message = TRAINER_SILENT, (
+                f"{self.run_dir}: no status update for {silent:.0f} s ({described}, stale_after={stale_after:g}): "
+                f"the trainer seems to have died. {measured}; {len(pending)} due ones are missing.")
+        else:
+            return False
+        self.result.outcome, self.result.message = outcome, message
+        return True
+
+    def wait(self, pending: list[int]) -> None:
+        """Say what the follower waits for (on its bar and in analysis_status.json)."""
+        self.bar.set_postfix_str(f"waiting for step {pending[0]}" if pending else "waiting for the end of training",
+                                 refresh=True)
+        _write_status(self.run_dir, "analysing", self.last_step)
+
+    def close(self) -> None:
+        """Store the outcome, the seconds per callback and the lag in analysis_status.json."""
+        self.bar.close()
+        result = self.result
+        result.callback_seconds = self.runner.seconds if self.runner is not None else {}
+        result.seconds = time.time() - self.started
+        _write_status(self.run_dir, "finished" if result.outcome == FINISHED else "stopped", self.last_step,
                       outcome=result.outcome, seconds=result.callback_seconds, lag_seconds=result.lag_seconds)
-    log.info(result.message)
-    return result
 
 
 # ----------------------------------------------------------------------------- as the trainer's child

@@ -106,6 +106,8 @@ class _FirstProduct:
         return out
 
 
+# Longer than ~60 lines only for its signature and the documentation of its many settings: the
+# body is short and delegates to the helpers below.
 def hessian_spectrum(
     model: nn.Module,
     loss_fn: LossFn,

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
 from devinterp.core.devices import resolve_device
@@ -105,6 +106,82 @@ class TrainingProgress:
         self.bar.set_postfix_str(f"loss={loss:.3f}, {rate:.1f} steps/s, {left}", refresh=False)
 
 
+@dataclass
+class TrainingState:
+    """What training carries from step to step; a checkpoint saves it for an exact resume."""
+
+    model: PreTrainedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_step: int  # 0, or the step of the checkpoint resumed from
+    resumed: bool
+    wall_offset: float  # seconds of the run's earlier segments (resumed runs)
+
+
+def start_training(cfg: TrainConfig, run_dir: Path, task: Task, device: torch.device) -> TrainingState:
+    """A freshly initialised model with its optimizer and LR schedule, or (`cfg.resume`) those of the
+    last checkpoint that loads completely, with the RNG states saved there."""
+    resumed = resume_point(run_dir, device) if cfg.resume else None
+    if resumed is not None:
+        model = resumed.model.train()
+        log.info("resuming %s from step %d", run_dir, resumed.step)
+    else:
+        model = build_model(cfg.model, task.vocab_size, task.seq_len, seed=cfg.seed).to(device)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, cfg.steps)
+    if resumed is None:
+        return TrainingState(model, optimizer, scheduler, start_step=0, resumed=False, wall_offset=0.0)
+    saved = resumed.trainer_state
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_states(saved["rng"])
+    return TrainingState(model, optimizer, scheduler, resumed.step, resumed=True, wall_offset=saved["wall_time"])
+
+
+def train_step(cfg: TrainConfig, task: Task, state: TrainingState, step: int, device: torch.device) -> float:
+    """Update `state.model` on step `step`'s training batch (update step+1); returns that batch's loss."""
+    state.model.train()
+    tokens = task.train_batch(step, cfg.batch_size).to(device)
+    loss = state.model(tokens, labels=task.labels(tokens)).loss
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    return loss.item()
+
+
+def save_training_checkpoint(run_dir: Path, step: int, state: TrainingState, train_loss: float | None,
+                             wall_time: float) -> None:
+    """Checkpoint `step`: the model and what an exact resume needs (optimizer, schedule, RNG states)."""
+    trainer_state = {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "rng": rng_states(),
+        "wall_time": wall_time,
+        "step": step,
+    }
+    checkpoints.save_checkpoint(run_dir, step, state.model, trainer_state, train_loss, wall_time)
+
+
+class Heartbeat:
+    """The trainer's status.json: "training" with the last checkpoint's step, written at every
+    checkpoint and at least every HEARTBEAT_SECONDS in between."""
+
+    def __init__(self, run_dir: Path, step: int):
+        self.run_dir = run_dir
+        self.beat(step)  # also replaces a resumed run's "failed"
+
+    def beat(self, step: int) -> None:
+        write_status(self.run_dir, "training", step)
+        self.step, self.last = step, time.time()
+
+    def tick(self) -> None:
+        if time.time() - self.last >= HEARTBEAT_SECONDS:
+            self.beat(self.step)
+
+
 def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list[Callback]) -> TrainResult:
     """Train according to `cfg`, writing checkpoints and metrics into `run_dir` and running
     `callbacks` at their steps (before the checkpoint of that step is written).
@@ -120,97 +197,61 @@ def train(cfg: TrainConfig, run_dir: Path, logger: MetricLogger, callbacks: list
     schedule = checkpoint_schedule(cfg.steps, cfg.checkpoints.log, cfg.checkpoints.linear)
     eval_tokens = load_or_create_eval_tokens(run_dir, task)
     torch.manual_seed(cfg.seed)  # only dropout-like randomness uses it; checkpointed for resume
-
-    start_step, wall_offset = 0, 0.0
-    resumed = resume_point(run_dir, device) if cfg.resume else None
-    resume_step = resumed.step if resumed is not None else None
-    if resumed is not None:
-        model, state = resumed.model.train(), resumed.trainer_state
-        start_step, wall_offset = resume_step, state["wall_time"]
-        log.info("resuming %s from step %d", run_dir, start_step)
-    else:
-        model = build_model(cfg.model, task.vocab_size, task.seq_len, seed=cfg.seed).to(device)
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer, cfg.steps)
-    if resume_step is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
-    log.info("model: %s with %d parameters on %s", type(model).__name__, count_parameters(model), device)
-    if resume_step is None:
-        initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    else:
-        initial_state = checkpoints.initial_state(run_dir)
+    state = start_training(cfg, run_dir, task, device)
+    log.info("model: %s with %d parameters on %s", type(state.model).__name__, count_parameters(state.model), device)
+    initial_state = (checkpoints.initial_state(run_dir) if state.resumed
+                     else {k: v.detach().clone() for k, v in state.model.state_dict().items()})
     data = RunData(task, eval_tokens, training_sample(task, cfg.train_sample_size), cfg.seed, run_dir, initial_state)
-    bar = tqdm(range(start_step, cfg.steps + 1), initial=start_step, total=cfg.steps + 1, desc="train",
+    bar = tqdm(range(state.start_step, cfg.steps + 1), initial=state.start_step, total=cfg.steps + 1, desc="train",
                unit="step", disable=not cfg.progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
     progress = TrainingProgress(bar)
     runner = CallbackRunner(callbacks, data, ResultStore(run_dir), schedule, cfg.steps, announce=progress.measuring)
     for callback in callbacks:
-        callback.on_train_start(model)
-    train_seconds = 0.0
+        callback.on_train_start(state.model)
+    train_seconds = run_steps(cfg, run_dir, task, state, runner, logger, progress, set(schedule), device, started)
+    for callback in callbacks:
+        callback.on_train_end()
+    write_status(run_dir, "finished", cfg.steps)
+    return TrainResult(run_dir, cfg.steps, time.perf_counter() - started, cfg.steps - state.start_step,
+                       count_parameters(state.model), train_seconds, runner.seconds)
 
+
+def run_steps(cfg: TrainConfig, run_dir: Path, task: Task, state: TrainingState, runner: CallbackRunner,
+              logger: MetricLogger, progress: TrainingProgress, checkpoint_steps: set[int], device: torch.device,
+              started: float) -> float:
+    """The loop over the progress bar's steps: at each, the callbacks and the checkpoint due (of the
+    model after `step` updates), then update step+1. Returns the seconds spent training (callbacks
+    excluded); `started` is when this invocation started (perf_counter), for the checkpoints' wall time."""
     writer = MetricsWriter(run_dir)
-    checkpoint_steps = set(schedule)
-    last_loss = None
     saved_steps = {info.step for info in checkpoints.list_checkpoints(run_dir)}
-    write_status(run_dir, "training", start_step)  # also replaces a resumed run's "failed"
-    last_checkpoint, last_heartbeat = start_step, time.time()
-    for step in bar:
+    heartbeat = Heartbeat(run_dir, state.start_step)
+    last_loss, train_seconds = None, 0.0
+    for step in progress.bar:
         if runner.pending(step):
-            measured = runner.run(step, model, device)
+            measured = runner.run(step, state.model, device)
             logger.log(step, measured.scalars)
             logger.log_arrays(step, measured.arrays)
             # Measurements deferred at earlier checkpoints (the LLC until calibrated) run from disk.
             runner.catch_up(step, saved_steps, lambda s: checkpoints.load(run_dir, s, device), device)
             progress.training()
-        if step in checkpoint_steps and step != resume_step:
+        if step in checkpoint_steps and not (state.resumed and step == state.start_step):
             writer.flush()
-            wall = wall_offset + time.perf_counter() - started
-            trainer_state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_states(),
-                "wall_time": wall,
-                "step": step,
-            }
-            checkpoints.save_checkpoint(run_dir, step, model, trainer_state, last_loss, wall)
+            save_training_checkpoint(run_dir, step, state, last_loss, state.wall_offset + time.perf_counter() - started)
             saved_steps.add(step)
-            write_status(run_dir, "training", step)
-            last_checkpoint, last_heartbeat = step, time.time()
+            heartbeat.beat(step)
         if step == cfg.steps:
             break
-
         step_started = time.perf_counter()
-        model.train()
-        tokens = task.train_batch(step, cfg.batch_size).to(device)
-        loss = model(tokens, labels=task.labels(tokens)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-
-        last_loss = loss.item()
-        for callback in callbacks:
+        last_loss = train_step(cfg, task, state, step, device)
+        for callback in runner.callbacks:
             callback.on_step(step, last_loss)
         train_seconds += time.perf_counter() - step_started
-        if time.time() - last_heartbeat >= HEARTBEAT_SECONDS:
-            write_status(run_dir, "training", last_checkpoint)
-            last_heartbeat = time.time()
+        heartbeat.tick()
         if step % cfg.log_every == 0:
-            train_metrics = {"train/loss": last_loss, "train/lr": optimizer.param_groups[0]["lr"]}
+            train_metrics = {"train/loss": last_loss, "train/lr": state.optimizer.param_groups[0]["lr"]}
             writer.add(step, train_metrics)
             logger.log(step, train_metrics)
-            steps_done = step + 1 - start_step
-            progress.update(last_loss, train_seconds / steps_done, cfg.steps - step - 1,
+            progress.update(last_loss, train_seconds / (step + 1 - state.start_step), cfg.steps - step - 1,
                             runner.costs.estimate(runner.remaining_calls(step)))
-
     writer.flush()
-    for callback in callbacks:
-        callback.on_train_end()
-    write_status(run_dir, "finished", cfg.steps)
-    seconds = time.perf_counter() - started
-    return TrainResult(run_dir, cfg.steps, seconds, cfg.steps - start_step, count_parameters(model),
-                       train_seconds, runner.seconds)
+    return train_seconds

@@ -52,8 +52,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from devinterp.transitions.evidence import StageChange, stage_evidence
 from devinterp.transitions.metrics import get_series, to_wide
-from devinterp.transitions.movers import describe_movers, stage_movers
+from devinterp.transitions.movers import stage_movers
 from devinterp.transitions.segments import Segment, segment_curve
 from devinterp.transitions.signals import EVENT_COLUMNS, transition_signals
 from devinterp.transitions.smoothing import GPFit, fit_gp, log_step
@@ -63,6 +64,7 @@ STAGE_COLUMNS = [
     "confidence", "llc_z", "evidence",
 ]
 MIN_LLC_POINTS = 5
+STAGE_TYPES = {1: "A", -1: "B", 0: "other"}  # by the direction of the LLC's significant change
 
 
 def _fit_summary(fit: GPFit) -> dict:
@@ -108,6 +110,8 @@ def _merge_thin_edges(segs: list[Segment], xs: np.ndarray, min_points: int) -> l
     return segs
 
 
+# Longer than ~60 lines only for its signature and the documentation of its many settings: the
+# body is short and delegates to the helpers below.
 def detect_transitions(
     metrics_df: pd.DataFrame,
     llc: str = "llc/mean",
@@ -160,12 +164,7 @@ def detect_transitions(
     min_points: a plateau stage at either end with fewer logged LLC steps is merged inward.
     min_lengthscale, max_points: smoothing settings (see `smoothing.fit_gp`).
     """
-    if not isinstance(metrics_df, pd.DataFrame):
-        raise TypeError(f"metrics_df must be a pandas DataFrame, got {type(metrics_df).__name__}")
-    if min_stage_length <= 0:
-        raise ValueError(f"min_stage_length must be > 0 (units of ln(step+1)), got {min_stage_length}")
-    if loss_flat_tol < 0:
-        raise ValueError(f"loss_flat_tol must be >= 0, got {loss_flat_tol}")
+    _check_arguments(metrics_df, min_stage_length, loss_flat_tol)
     wide = to_wide(metrics_df)
     steps, values = get_series(wide, llc, what="llc")
     if len(np.unique(steps)) < MIN_LLC_POINTS:
@@ -174,14 +173,48 @@ def detect_transitions(
     steps, values, noise, unhealthy, excluded = _handle_unhealthy(wide, llc_healthy, steps, values, noise)
     llc_fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale, max_points=max_points)
     xs = log_step(steps)
-    x_lo, x_hi = float(xs.min()), float(xs.max())
-    segs = segment_curve(
-        llc_fit, x_lo, x_hi, z_slope=z_slope, plateau_rel=plateau_rel,
-        min_length=min_stage_length, min_confidence=min_confidence,
-    )
-    segs = _merge_thin_edges(segs, xs, min_points)
+    segs = segment_curve(llc_fit, float(xs.min()), float(xs.max()), z_slope=z_slope, plateau_rel=plateau_rel,
+                         min_length=min_stage_length, min_confidence=min_confidence)
+    bounds, directions = _snap_to_logged_steps(_merge_thin_edges(segs, xs, min_points), xs, steps)
+    b_x = log_step(bounds)
+    llc_at, delta, z, llc_range = _llc_changes(llc_fit, b_x, xs)
+    loss_fit, loss_at, loss_range = _loss_at(wide, loss, b_x, xs, min_lengthscale, max_points)
+    events = transition_signals(
+        wide, loss=loss, icl_score=icl_score, prefix_matching=prefix_matching, extra=tuple(signals),
+        min_confidence=min_confidence, min_length=min_stage_length,
+    ) if (loss is not None or icl_score or prefix_matching or signals) else pd.DataFrame(columns=EVENT_COLUMNS)
+    stage_bounds = list(zip(bounds[:-1], bounds[1:]))
+    moved = stage_movers(wide, stage_bounds, movers, top=top_movers) if movers else [()] * len(stage_bounds)
+    rows = []
+    for i, ((start, end), direction) in enumerate(zip(stage_bounds, directions)):
+        last = i == len(directions) - 1  # the last stage holds its end step too
+        change = StageChange(direction, float(llc_at[i]), float(llc_at[i + 1]), float(delta[i]), float(z[i]),
+                             llc_range, float(loss_at[i + 1] - loss_at[i]) if loss_fit is not None else None,
+                             loss_range)
+        inside = events[(events["step"] >= start) & ((events["step"] < end) | (last & (events["step"] <= end)))]
+        flagged = [s for s in unhealthy if start <= s < end or (last and s == end)]
+        rows.append({
+            "start_step": start, "end_step": end, "type": STAGE_TYPES[direction],
+            "llc_start": float(llc_at[i]), "llc_end": float(llc_at[i + 1]),
+            "loss_start": float(loss_at[i]), "loss_end": float(loss_at[i + 1]),
+            "confidence": float(norm.cdf(abs(z[i]))), "llc_z": float(z[i]),
+            "evidence": stage_evidence(change, loss_flat_tol, inside, flagged, excluded, moved[i]),
+        })
+    return _stage_table(rows, llc_fit, loss_fit, events, unhealthy, excluded)
 
-    # Boundaries snapped to logged LLC steps; drop stages that snapping made empty.
+
+def _check_arguments(metrics_df, min_stage_length: float, loss_flat_tol: float) -> None:
+    if not isinstance(metrics_df, pd.DataFrame):
+        raise TypeError(f"metrics_df must be a pandas DataFrame, got {type(metrics_df).__name__}")
+    if min_stage_length <= 0:
+        raise ValueError(f"min_stage_length must be > 0 (units of ln(step+1)), got {min_stage_length}")
+    if loss_flat_tol < 0:
+        raise ValueError(f"loss_flat_tol must be >= 0, got {loss_flat_tol}")
+
+
+def _snap_to_logged_steps(segs: list[Segment], xs: np.ndarray, steps: np.ndarray) -> tuple[list[int], list[int]]:
+    """(stage boundaries, one direction per stage): the segments' ends snapped to the nearest logged LLC
+    step; stages that snapping made empty are dropped."""
     order = np.argsort(xs)
     xs_sorted, steps_sorted = xs[order], steps[order]
     bounds = [int(steps_sorted[0])]
@@ -194,72 +227,40 @@ def detect_transitions(
     if len(bounds) == 1:  # degenerate: all steps equal after snapping
         bounds.append(bounds[0])
         directions.append(0)
-    b_x = log_step(bounds)
+    return bounds, directions
 
+
+def _llc_changes(llc_fit: GPFit, b_x: np.ndarray, xs: np.ndarray):
+    """The smoothed LLC at the boundaries, its change over each stage with the z-score of that change,
+    and the smoothed LLC's range over the logged steps."""
     llc_at, _ = llc_fit.predict(b_x)
     delta, delta_sd = llc_fit.difference(b_x[:-1], b_x[1:])
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(delta_sd > 0, delta / delta_sd, np.sign(delta) * np.inf)
     z = np.nan_to_num(z, nan=0.0)
-    llc_range = float(np.ptp(llc_fit.predict(np.linspace(float(log_step(steps).min()), float(log_step(steps).max()),
-                                                          512))[0]))
+    llc_range = float(np.ptp(llc_fit.predict(np.linspace(float(xs.min()), float(xs.max()), 512))[0]))
+    return llc_at, delta, z, llc_range
 
-    loss_fit = None
-    loss_at = np.full(len(bounds), np.nan)
-    loss_range = np.nan
-    if loss is not None:
-        l_steps, l_values = get_series(wide, loss, what="loss")
-        if len(np.unique(l_steps)) >= 3:
-            loss_fit = fit_gp(l_steps, l_values, min_lengthscale=min_lengthscale, max_points=max_points)
-            lx = log_step(l_steps)
-            clip = (float(lx.min()), float(lx.max()))  # no extrapolation outside logged loss steps
-            loss_at, _ = loss_fit.predict(np.clip(b_x, *clip))
-            grid_mean, _ = loss_fit.predict(np.clip(np.linspace(x_lo, x_hi, 512), *clip))
-            loss_range = float(np.ptp(grid_mean))
 
-    events = transition_signals(
-        wide, loss=loss, icl_score=icl_score, prefix_matching=prefix_matching, extra=tuple(signals),
-        min_confidence=min_confidence, min_length=min_stage_length,
-    ) if (loss is not None or icl_score or prefix_matching or signals) else pd.DataFrame(columns=EVENT_COLUMNS)
+def _loss_at(wide: pd.DataFrame, loss: str | None, b_x: np.ndarray, xs: np.ndarray, min_lengthscale: float,
+             max_points: int) -> tuple[GPFit | None, np.ndarray, float]:
+    """(the loss's fit, the smoothed loss at the boundaries, its range over the LLC's steps); no fit,
+    NaNs, without a loss or with fewer than 3 logged steps of it. No extrapolation past its logged steps."""
+    if loss is None:
+        return None, np.full(len(b_x), np.nan), np.nan
+    l_steps, l_values = get_series(wide, loss, what="loss")
+    if len(np.unique(l_steps)) < 3:
+        return None, np.full(len(b_x), np.nan), np.nan
+    loss_fit = fit_gp(l_steps, l_values, min_lengthscale=min_lengthscale, max_points=max_points)
+    lx = log_step(l_steps)
+    clip = (float(lx.min()), float(lx.max()))
+    loss_at, _ = loss_fit.predict(np.clip(b_x, *clip))
+    grid_mean, _ = loss_fit.predict(np.clip(np.linspace(float(xs.min()), float(xs.max()), 512), *clip))
+    return loss_fit, loss_at, float(np.ptp(grid_mean))
 
-    stage_bounds = list(zip(bounds[:-1], bounds[1:]))
-    moved = stage_movers(wide, stage_bounds, movers, top=top_movers) if movers else [()] * len(stage_bounds)
-    rows = []
-    n = len(directions)
-    for i, direction in enumerate(directions):
-        start, end = bounds[i], bounds[i + 1]
-        d_loss = loss_at[i + 1] - loss_at[i]
-        loss_flat = bool(np.isfinite(d_loss) and abs(d_loss) <= loss_flat_tol * loss_range)
-        kind = "A" if direction > 0 else "B" if direction < 0 else "other"
-        ev = [f"LLC {llc_at[i]:.4g} -> {llc_at[i + 1]:.4g} (change {delta[i]:+.3g}, z={z[i]:+.1f})"]
-        if direction == 0:
-            ev.append("LLC plateau (no significant monotone change)")
-        if loss_fit is None:
-            ev.append("no loss column: type from the LLC only")
-        else:
-            frac = abs(d_loss) / loss_range if loss_range > 0 else 0.0
-            llc_frac = abs(delta[i]) / llc_range if llc_range > 0 else 0.0
-            ev.append(f"loss {d_loss:+.3g} ({frac:.0%} of the loss range; the LLC moved {llc_frac:.0%} of its range)")
-            if direction > 0 and d_loss > 0 and not loss_flat:
-                ev.append("loss rises (atypical for type A)")
-            if direction < 0 and not loss_flat:
-                ev.append(f"loss moved more than {loss_flat_tol:.0%} of its range (a B with a moving loss)")
-        last = i == n - 1
-        inside = events[(events["step"] >= start) & ((events["step"] < end) | (last & (events["step"] <= end)))]
-        ev.extend(f"{r.name} {r.kind} at step {int(r.step)} (z={float(r.z):+.1f})" for r in inside.itertuples())
-        flagged = [s for s in unhealthy if start <= s < end or (last and s == end)]
-        if flagged:
-            ev.append(f"{len(flagged)} unhealthy LLC estimate(s) {'left out' if excluded else 'down-weighted'} "
-                      f"(steps {', '.join(map(str, flagged[:5]))}{', ...' if len(flagged) > 5 else ''})")
-        if moved[i]:
-            ev.append(describe_movers(moved[i]))
-        rows.append({
-            "start_step": start, "end_step": end, "type": kind,
-            "llc_start": float(llc_at[i]), "llc_end": float(llc_at[i + 1]),
-            "loss_start": float(loss_at[i]), "loss_end": float(loss_at[i + 1]),
-            "confidence": float(norm.cdf(abs(z[i]))), "llc_z": float(z[i]),
-            "evidence": "; ".join(ev),
-        })
+
+def _stage_table(rows: list[dict], llc_fit: GPFit, loss_fit: GPFit | None, events: pd.DataFrame,
+                 unhealthy: list[int], excluded: bool) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=STAGE_COLUMNS)
     out["start_step"] = out["start_step"].astype(np.int64)
     out["end_step"] = out["end_step"].astype(np.int64)

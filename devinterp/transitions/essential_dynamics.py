@@ -110,6 +110,39 @@ def essential_dynamics(
     min_prominence: turning-point prominence, as a fraction of the largest smoothed-PC range.
     min_angle: cusp threshold in degrees.
     """
+    X, steps = _checked_inputs(outputs, steps, n_components, min_angle)
+    order = np.argsort(steps, kind="stable")
+    steps = steps[order].astype(np.int64)
+    X = X[order]
+    x = log_step(steps)
+    span = float(x[-1] - x[0])
+    h = span / 50.0 if bandwidth is None else float(bandwidth)
+    if not h > 0:
+        raise ValueError(f"bandwidth must be > 0 (units of ln(step+1)), got {bandwidth}")
+    proj, comps, evr, total = _principal_components(X, n_components)
+    grid = np.linspace(x[0], x[-1], grid_size)
+    smooth, vel = local_linear(x, proj, grid, h, k_min)
+
+    def snap(xq: float) -> int:
+        return int(steps[np.argmin(np.abs(x - xq))])
+
+    scale = float(np.max(np.ptp(smooth, axis=0))) if total > 0 else 0.0
+    turning = [(j, snap(xt), xt) for j, xt in _turning_points(smooth, grid, min_prominence * scale)] if scale > 0 else []
+    turning.sort(key=lambda t: (t[2], t[0]))
+    cusp_x = _cusps(smooth, grid, h, min_angle) if scale > 0 else []
+    candidates = np.array([t[2] for t in turning] + cusp_x)
+    merged = _merge(candidates, 2 * h) if len(candidates) else []
+    boundary_steps = np.unique(np.array([snap(xb) for xb in merged], dtype=np.int64))
+    return EssentialDynamics(
+        steps=steps, log_steps=x, projections=proj, explained_variance_ratio=evr, components=comps,
+        grid_log_steps=grid, smoothed=smooth, velocity=vel,
+        turning_points=tuple((j, s) for j, s, _ in turning),
+        cusps=np.array([snap(c) for c in cusp_x], dtype=np.int64),
+        boundary_steps=boundary_steps, bandwidth=h,
+    )
+
+
+def _checked_inputs(outputs, steps, n_components: int, min_angle: float) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(outputs, dtype=float)
     steps = np.asarray(steps)
     if X.ndim != 2:
@@ -126,65 +159,47 @@ def essential_dynamics(
         raise ValueError(f"n_components must be >= 1, got {n_components}")
     if not 0 < min_angle < 180:
         raise ValueError(f"min_angle must be in (0, 180) degrees, got {min_angle}")
-    order = np.argsort(steps, kind="stable")
-    steps = steps[order].astype(np.int64)
-    X = X[order]
-    x = log_step(steps)
-    span = float(x[-1] - x[0])
-    h = span / 50.0 if bandwidth is None else float(bandwidth)
-    if not h > 0:
-        raise ValueError(f"bandwidth must be > 0 (units of ln(step+1)), got {bandwidth}")
+    return X, steps
 
-    # PCA by SVD of the centred data (economy size: cost O(n^2 * n_features)).
+
+def _principal_components(X: np.ndarray, n_components: int):
+    """(projections, components, explained variance ratios, total variance) of the rows of X: PCA by
+    SVD of the centred data (economy size: cost O(n^2 * n_features)). Sign convention: each PC's score
+    increases from the first to the last row."""
     Xc = X - X.mean(axis=0)
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     k = min(n_components, len(S) - 1 if len(S) > 1 else 1)
     total = float(np.sum(S**2))
-    # Sign convention: each PC's score increases from the first to the last checkpoint.
     signs = np.where(U[-1, :k] - U[0, :k] < 0, -1.0, 1.0)
     proj = U[:, :k] * S[:k] * signs
     comps = Vt[:k] * signs[:, None]
     evr = S[:k] ** 2 / total if total > 0 else np.zeros(k)
+    return proj, comps, evr, total
 
-    grid = np.linspace(x[0], x[-1], grid_size)
-    smooth, vel = local_linear(x, proj, grid, h, k_min)
 
-    def snap(xq: float) -> int:
-        return int(steps[np.argmin(np.abs(x - xq))])
+def _turning_points(smooth: np.ndarray, grid: np.ndarray, prominence: float) -> list[tuple[int, float]]:
+    """(PC index, x) of the prominent extrema of each smoothed PC: maxima first, then minima."""
+    found = []
+    for j in range(smooth.shape[1]):
+        for sign in (1.0, -1.0):
+            peaks, _ = find_peaks(sign * smooth[:, j], prominence=prominence)
+            found.extend((j, float(grid[p])) for p in peaks)
+    return found
 
-    # Turning points: prominent extrema of each smoothed PC.
-    scale = float(np.max(np.ptp(smooth, axis=0))) if total > 0 else 0.0
-    turning: list[tuple[int, int, float]] = []
-    if scale > 0:
-        for j in range(k):
-            for sign in (1.0, -1.0):
-                peaks, _ = find_peaks(sign * smooth[:, j], prominence=min_prominence * scale)
-                turning.extend((j, snap(grid[p]), float(grid[p])) for p in peaks)
-    turning.sort(key=lambda t: (t[2], t[0]))
 
-    # Cusps: peaks of the angle between the chord arriving at a grid point (from 2h before) and
-    # the chord leaving it (to 2h after). Chords, unlike smoothed velocities, are not pulled
-    # towards the faster of two legs, so a kink is located without a speed-dependent bias.
-    cusp_x: list[float] = []
+def _cusps(smooth: np.ndarray, grid: np.ndarray, h: float, min_angle: float) -> list[float]:
+    """x of the peaks of the angle between the chord arriving at a grid point (from 2h before) and
+    the chord leaving it (to 2h after). Chords, unlike smoothed velocities, are not pulled towards the
+    faster of two legs, so a kink is located without a speed-dependent bias."""
     dx = grid[1] - grid[0]
     lag = max(1, int(round(2 * h / dx)))
-    if scale > 0 and grid_size > 2 * lag + 2:
-        before = smooth[lag:-lag] - smooth[: -2 * lag]
-        after = smooth[2 * lag :] - smooth[lag:-lag]
-        nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
-        speed_ok = (nb >= 0.05 * nb.max()) & (na >= 0.05 * na.max())
-        cos = np.sum(before * after, axis=1) / np.maximum(nb * na, 1e-300)
-        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) * speed_ok
-        peaks, _ = find_peaks(np.concatenate([[0.0], angle, [0.0]]), height=min_angle)
-        cusp_x = [float(grid[p - 1 + lag]) for p in peaks]
-
-    candidates = np.array([t[2] for t in turning] + cusp_x)
-    merged = _merge(candidates, 2 * h) if len(candidates) else []
-    boundary_steps = np.unique(np.array([snap(xb) for xb in merged], dtype=np.int64))
-    return EssentialDynamics(
-        steps=steps, log_steps=x, projections=proj, explained_variance_ratio=evr, components=comps,
-        grid_log_steps=grid, smoothed=smooth, velocity=vel,
-        turning_points=tuple((j, s) for j, s, _ in turning),
-        cusps=np.array([snap(c) for c in cusp_x], dtype=np.int64),
-        boundary_steps=boundary_steps, bandwidth=h,
-    )
+    if len(grid) <= 2 * lag + 2:
+        return []
+    before = smooth[lag:-lag] - smooth[: -2 * lag]
+    after = smooth[2 * lag :] - smooth[lag:-lag]
+    nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
+    speed_ok = (nb >= 0.05 * nb.max()) & (na >= 0.05 * na.max())
+    cos = np.sum(before * after, axis=1) / np.maximum(nb * na, 1e-300)
+    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) * speed_ok
+    peaks, _ = find_peaks(np.concatenate([[0.0], angle, [0.0]]), height=min_angle)
+    return [float(grid[p - 1 + lag]) for p in peaks]

@@ -165,6 +165,14 @@ def segment_curve(
         slope_labels(fit, grid, z_slope=z_slope, plateau_rel=plateau_rel), grid, fit, min_length, min_confidence, z_slope
     )
     runs = _runs(labels)
+    cuts = _cuts(fit, grid, runs, min_length, min_confidence, z_slope)
+    edges = [0, *sorted(set(c for c in cuts if 0 < c < len(grid) - 1)), len(grid) - 1]
+    return _segments(fit, grid, runs, edges, min_confidence)
+
+
+def _cuts(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], min_length: float, min_confidence: float,
+          z_slope: float) -> list[int]:
+    """Grid indices where a stage ends and the next begins, from the runs of slope labels."""
     mean, _ = fit.predict(grid)
     slope, _ = fit.derivative(grid)
 
@@ -175,8 +183,7 @@ def segment_curve(
         delta, sd = fit.difference(grid[zero_run[1]], grid[zero_run[2]])
         return Segment(0.0, 0.0, 0, float(delta[0]), float(sd[0])).confidence >= min_confidence
 
-    # Boundaries as grid indices, plus which stretches are plateau stages.
-    cuts: list[int] = []  # grid indices where a stage ends and the next begins
+    cuts: list[int] = []
     for k, (lab, i0, i1) in enumerate(runs):
         if lab != 0:
             continue
@@ -203,8 +210,13 @@ def segment_curve(
     for k in range(len(runs) - 1):
         if runs[k][0] != 0 and runs[k + 1][0] == -runs[k][0]:
             cuts.append(runs[k][2])
-    edges = [0, *sorted(set(c for c in cuts if 0 < c < len(grid) - 1)), len(grid) - 1]
+    return cuts
 
+
+def _segments(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], edges: list[int],
+              min_confidence: float) -> list[Segment]:
+    """The stages between consecutive `edges` (grid indices): the direction of the one monotone run
+    inside (0 for none or several), kept only where the net change is significant; adjacent plateaus merged."""
     segments = []
     for a, b in zip(edges[:-1], edges[1:]):
         present = {lab for lab, i0, i1 in runs if lab != 0 and i0 < b and i1 > a}

@@ -170,6 +170,28 @@ def fit_gp(
     (same length, >= 0; e.g. the LLC chain spread); min_lengthscale: lower bound on the kernel
     lengthscale in units of ln(step + 1); max_points: bin above this many points.
     """
+    steps, y, known, fit_noise = _checked_series(steps, values, noise_std, fit_excess_noise, min_lengthscale,
+                                                 max_points)
+    x, yb, known_b, counts = _bin(log_step(steps), y, known, max_points)
+    inv_counts = 1.0 / counts
+    wts = 1.0 / (known_b + inv_counts * max(np.var(yb), 1e-300))
+    mean = float(np.sum(wts * yb) / np.sum(wts))
+    r = yb - mean
+    d2 = (x[:, None] - x[None, :]) ** 2
+    sf2, ell, sn2 = _hyperparameters(x, yb, r, known_b, inv_counts, d2, min_lengthscale, fit_noise)
+    noise_var = known_b + sn2 * inv_counts
+    K = sf2 * np.exp(-0.5 * d2 / ell**2)
+    K[np.diag_indices_from(K)] += noise_var + 1e-10 * sf2
+    L = np.linalg.cholesky(K)
+    alpha = _chol_solve(L, r)
+    return GPFit(
+        x=x, y=yb, noise_var=noise_var, mean=mean, signal_var=float(sf2), lengthscale=float(ell),
+        fitted_noise_var=float(sn2), n_raw=len(y), chol=L, alpha=alpha,
+    )
+
+
+def _checked_series(steps, values, noise_std, fit_excess_noise: bool, min_lengthscale: float, max_points: int):
+    """(steps, values, known noise variance per point, whether to fit an excess noise term), checked."""
     steps = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
     if steps.shape != y.shape or steps.ndim != 1:
@@ -183,26 +205,20 @@ def fit_gp(
     if max_points < 3:
         raise ValueError(f"max_points must be >= 3, got {max_points}")
     if noise_std is None:
-        known = np.zeros_like(y)
-        fit_noise = True
-    else:
-        noise_std = np.asarray(noise_std, dtype=float)
-        if noise_std.shape != y.shape or np.any(~np.isfinite(noise_std)) or np.any(noise_std < 0):
-            raise ValueError("noise_std must be finite, >= 0 and have the same length as values")
-        known = noise_std**2
-        fit_noise = fit_excess_noise
+        return steps, y, np.zeros_like(y), True
+    noise_std = np.asarray(noise_std, dtype=float)
+    if noise_std.shape != y.shape or np.any(~np.isfinite(noise_std)) or np.any(noise_std < 0):
+        raise ValueError("noise_std must be finite, >= 0 and have the same length as values")
+    return steps, y, noise_std**2, fit_excess_noise
 
-    x, yb, known_b, counts = _bin(log_step(steps), y, known, max_points)
-    inv_counts = 1.0 / counts
-    wts = 1.0 / (known_b + inv_counts * max(np.var(yb), 1e-300))
-    mean = float(np.sum(wts * yb) / np.sum(wts))
-    r = yb - mean
+
+def _hyperparameters(x, yb, r, known_b, inv_counts, d2, min_lengthscale: float, fit_noise: bool):
+    """(signal variance, lengthscale, excess noise variance) maximising the marginal likelihood, from
+    three starting lengthscales; the excess noise is 0 unless `fit_noise`."""
     scale = float(np.var(yb))
     if not scale > 0:  # constant data: any positive scale keeps the optimisation well posed
         scale = max(float(np.mean(known_b)), 1e-12)
     span = max(float(x[-1] - x[0]), min_lengthscale)
-    d2 = (x[:, None] - x[None, :]) ** 2
-
     bounds = [
         (np.log(scale * 1e-6), np.log(scale * 1e3)),
         (np.log(min_lengthscale), np.log(max(5.0 * span, 2 * min_lengthscale))),
@@ -219,14 +235,4 @@ def fit_gp(
             if best is None or res.fun < best.fun - 1e-9:
                 best = res
     sf2, ell, sn2 = np.exp(best.x)
-    if not fit_noise:
-        sn2 = 0.0
-    noise_var = known_b + sn2 * inv_counts
-    K = sf2 * np.exp(-0.5 * d2 / ell**2)
-    K[np.diag_indices_from(K)] += noise_var + 1e-10 * sf2
-    L = np.linalg.cholesky(K)
-    alpha = _chol_solve(L, r)
-    return GPFit(
-        x=x, y=yb, noise_var=noise_var, mean=mean, signal_var=float(sf2), lengthscale=float(ell),
-        fitted_noise_var=float(sn2), n_raw=len(y), chol=L, alpha=alpha,
-    )
+    return sf2, ell, (sn2 if fit_noise else 0.0)

@@ -257,17 +257,25 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     overlay = {label: metric_series(metrics_view(run.rows, run.series, h), llc).sort_index()
                for h, label in run.labels.items() if label in compared}
     overlay.update({f"seed run {name}": curve for name, curve in seed_curves.items()})
+    llc_label = "LLC (mean over chains)" + (f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
+                                            if overlay else "")
+    made = draw_figures(metrics, stages, out, llc, llc_std, llc_label, overlay)
+    ed_boundaries, ed_figure = essential_dynamics_boundaries(main_run, stages, out, ed_examples, device, notes)
+    report = Report(out, stages, [p for p in [*made, ed_figure] if p is not None], notes, ed_boundaries,
+                    {**compared, **seed_stages})
+    atomic_write_text(out / "index.html", render_html(run_dir, report))
+    return report
 
-    made = [
+
+def draw_figures(metrics: pd.DataFrame, stages: pd.DataFrame, out: Path, llc: str, llc_std: str | None,
+                 llc_label: str, overlay: dict[str, pd.Series]) -> list[Path | None]:
+    """The report's figures over training into `out` (None for each without data)."""
+    return [
         figures.line_plot(metrics, stages, {"train/loss": "train (batch)", "eval/loss": "eval",
                                             "eval/loss_repeated": "eval, repeated tokens"},
                           "Loss", "cross-entropy (nats)", out / "loss.png"),
-        figures.line_plot(metrics, stages, {llc: "LLC (mean over chains)" + (
-                              f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
-                              if overlay else "")},
-                          "Local learning coefficient", "λ̂", out / "llc.png",
-                          band=(llc, llc_std) if llc_std else None,
-                          healthy=health_metric(llc), extra=overlay),
+        figures.line_plot(metrics, stages, {llc: llc_label}, "Local learning coefficient", "λ̂", out / "llc.png",
+                          band=(llc, llc_std) if llc_std else None, healthy=health_metric(llc), extra=overlay),
         figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",
                           "eigenvalue", out / "hessian_top.png"),
         figures.line_plot(metrics, stages, {"hessian/trace": "trace"}, "Hessian: trace", "tr(H)",
@@ -279,22 +287,24 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
         figures.heads_plot(metrics, stages, "induction/previous_token/", "Previous-token score per head",
                            out / "previous_token.png"),
     ]
-    ed_boundaries: list[int] = []
+
+
+def essential_dynamics_boundaries(run_dir: Path, stages: pd.DataFrame, out: Path, ed_examples: int, device: str,
+                                  notes: list[str]) -> tuple[list[int], Path | None]:
+    """Essential dynamics of the run's checkpoints: its candidate boundaries (also into
+    `essential_dynamics.csv`) and its figure; notes say which checkpoints it skipped, or why it failed."""
     try:
-        outputs = checkpoint_outputs(main_run, num_examples=ed_examples, device=device)
+        outputs = checkpoint_outputs(run_dir, num_examples=ed_examples, device=device)
         for error in outputs.skipped:
             notes.append(f"Essential dynamics skipped checkpoint step {error.step}, which cannot be loaded: {error}")
         ed = essential_dynamics(outputs.outputs, outputs.steps)
-        ed_boundaries = [int(s) for s in ed.boundary_steps]
-        made.append(figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png"))
-        atomic_write_text(out / "essential_dynamics.csv",
-                          pd.DataFrame({"boundary_step": ed_boundaries}).to_csv(index=False))
+        boundaries = [int(s) for s in ed.boundary_steps]
+        figure = figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png")
+        atomic_write_text(out / "essential_dynamics.csv", pd.DataFrame({"boundary_step": boundaries}).to_csv(index=False))
+        return boundaries, figure
     except (ValueError, FileNotFoundError) as e:
         notes.append(f"Essential dynamics not possible: {e}")
-    report = Report(out, stages, [p for p in made if p is not None], notes, ed_boundaries,
-                    {**compared, **seed_stages})
-    atomic_write_text(out / "index.html", render_html(run_dir, report))
-    return report
+        return [], None
 
 
 def _stage_row(i: int, s) -> str:
