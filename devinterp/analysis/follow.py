@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from devinterp.analysis.posthoc import load_run_data, run_config
+from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks import Callback, CallbackRunner, build_callbacks
 from devinterp.core.logfile import log_to_file
 from devinterp.core.progress import BAR_FORMAT, format_time_left, measuring_label
 from devinterp.store import checkpoints
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, STATUS_FILE, Status, read_status, write_status
+from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, FOLLOW_LOG_FILE, STATUS_FILE, Status, read_run_config,
+                                     read_status, write_status)
 from devinterp.store.unreadable import UnreadableFileError
 from devinterp.training.schedule import checkpoint_schedule
 
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 # Outcomes. INTERRUPTED: the follower itself was stopped (an exception, Ctrl-C).
 FINISHED, MISSING, TRAINING_FAILED, TRAINER_SILENT, INTERRUPTED = (
     "finished", "checkpoints missing", "training failed", "trainer silent", "interrupted")
-FOLLOW_LOG_FILE = "follow.log"
 DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_STALE_AFTER = 600.0
 
@@ -119,7 +119,7 @@ class Following:
     def __init__(self, run_dir: Path, callbacks: list[Callback], device: torch.device, progress: bool):
         self.run_dir, self.callbacks, self.device = run_dir, list(callbacks), device
         self.started = time.time()
-        config = run_config(run_dir)
+        config = read_run_config(run_dir)
         self.total_steps = int(config["steps"])
         self.schedule = checkpoint_schedule(self.total_steps, int(config["checkpoints"]["log"]),
                                             int(config["checkpoints"]["linear"]))

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
@@ -34,7 +33,7 @@ from devinterp.core.progress import BAR_FORMAT
 from devinterp.store import checkpoints
 from devinterp.store.metrics import read_metrics
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, RUN_CONFIG_FILE, read_status, write_status
+from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, read_run_config, read_status, write_status
 from devinterp.store.unreadable import UnreadableFileError, warn_unreadable
 from devinterp.tasks import build_task, task_config
 
@@ -79,15 +78,11 @@ class AnalysisResult:
     unreadable: dict[int, str] = field(default_factory=dict)  # step -> why its checkpoint did not load
 
 
-def run_config(run_dir: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
-
-
 @functools.lru_cache(maxsize=4)
 def load_run_data(run_dir: Path) -> RunData:
     """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed.
     Cached per process (every checkpoint job of a run needs the same); callers must not modify it."""
-    config = run_config(run_dir)
+    config = read_run_config(run_dir)
     task = build_task(task_config(config["task"]), seed=config["seed"])
     eval_tokens = load_file(Path(run_dir) / EVAL_TOKENS_FILE)["tokens"]
     train_tokens = training_sample(task, config.get("train_sample_size", 1024))
@@ -96,7 +91,7 @@ def load_run_data(run_dir: Path) -> RunData:
 
 def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> CallbackRunner:
     steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
-    total_steps = int(run_config(run_dir)["steps"])
+    total_steps = int(read_run_config(run_dir)["steps"])
     return CallbackRunner(list(callbacks), data, ResultStore(run_dir), steps, total_steps,
                           run_finished=run_is_finished(run_dir))
 

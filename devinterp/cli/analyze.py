@@ -29,8 +29,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from devinterp.analysis import analyze
 from devinterp.analysis.executors import ExecutorConfig, ExecutorName
-from devinterp.analysis.follow import FollowResult, follow_run
-from devinterp.analysis.posthoc import AnalysisResult, log_results, run_config
+from devinterp.analysis.follow import DEFAULT_POLL_SECONDS, DEFAULT_STALE_AFTER, FollowResult, follow_run
+from devinterp.analysis.posthoc import AnalysisResult, log_results
 from devinterp.callbacks import Callback, build_callbacks
 from devinterp.cli.configs import CONFIG_DIR, register_configs
 from devinterp.cli.errors import preflight
@@ -38,7 +38,7 @@ from devinterp.core.devices import Device, resolve_device
 from devinterp.core.errors import ConfigError
 from devinterp.store import checkpoints
 from devinterp.store.results import FAILURES_DIRNAME
-from devinterp.store.run_dir import RUN_CONFIG_FILE
+from devinterp.store.run_dir import RUN_CONFIG_FILE, read_run_config
 from devinterp.training.loggers import LoggerConfig, build_logger
 
 
@@ -54,8 +54,8 @@ class AnalyzeConfig:
     device: Device = Device.auto
     progress: bool = True
     follow: bool = False  # measure checkpoints as they land until the run is finished (devinterp.analysis.follow)
-    poll_seconds: float = 2.0  # follow: seconds between looks at the run directory
-    stale_after: float = 600.0  # follow: give up when the trainer's status is this many seconds old
+    poll_seconds: float = DEFAULT_POLL_SECONDS  # follow: seconds between looks at the run directory
+    stale_after: float = DEFAULT_STALE_AFTER  # follow: give up when the trainer's status is this many seconds old
 
 
 PROG = "devinterp-analyze"
@@ -114,7 +114,7 @@ def run_follower(cfg: DictConfig) -> FollowResult:
 def _log_to_logger(analyze_cfg: AnalyzeConfig, run_dir: Path, steps: list[int], callbacks: list[Callback]) -> None:
     if not steps:
         return
-    logger = build_logger(analyze_cfg.logger, run_dir, None, group=run_config(run_dir)["name"])
+    logger = build_logger(analyze_cfg.logger, run_dir, None, group=read_run_config(run_dir)["name"])
     try:
         log_results(logger, run_dir, steps, callbacks)
     finally:

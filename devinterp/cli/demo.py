@@ -57,7 +57,7 @@ def train_and_report(label: str, overrides: list[str], threads: int) -> DemoRun:
     overrides = [*overrides, f"progress={str(label == SHOWN).lower()}"]
     result = run(compose_train_config(overrides), overrides)
     study = build_report(result.run_dir)
-    return DemoRun(label, run_summary(result), study.stages, study.notes, study.directory / "index.html")
+    return DemoRun(label, run_summary(result), study.stages, study.notes, study.page)
 
 
 def stages_by_type(runs: list[DemoRun]) -> dict[str, list[str]]:

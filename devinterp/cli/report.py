@@ -20,15 +20,15 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from devinterp.analysis.posthoc import run_config
 from devinterp.cli.configs import CONFIG_DIR, register_configs
 from devinterp.cli.errors import preflight
 from devinterp.core.devices import Device, resolve_device
 from devinterp.core.errors import ConfigError
 from devinterp.store.metrics import read_metrics_and_problems
-from devinterp.store.run_dir import REPORT_DIRNAME, RUN_CONFIG_FILE
+from devinterp.store.run_dir import REPORT_DIRNAME, RUN_CONFIG_FILE, read_run_config
 from devinterp.training.loggers import LoggerConfig, build_logger
 from devinterp.views.report import Report, build_report, format_stages
+from devinterp.views.report.build import DEFAULT_LOSS
 from devinterp.views.report.series import seed_runs, split_llc_series
 
 
@@ -40,7 +40,7 @@ class ReportConfig:
     llc: str = "llc/mean"  # metric whose critical points bound the stages
     llc_std: Optional[str] = "llc/std"  # its chain-to-chain spread
     llc_settings: Optional[str] = None  # settings hash of the primary LLC series; default: the run's own
-    loss: str = "train/fixed_loss"  # the loss beside the LLC in the stage table (eval/loss if absent)
+    loss: str = DEFAULT_LOSS  # the loss beside the LLC in the stage table (eval/loss if absent)
     ed_examples: int = 32  # eval sequences whose outputs feed essential dynamics
     device: Device = Device.auto
     out_dir: Optional[str] = None  # where the report goes; default <run_dir>/report
@@ -95,7 +95,7 @@ def check_report_config(cfg: DictConfig) -> None:
 def log_report(report_cfg: ReportConfig, report: Report) -> None:
     """Stages table and figures to the run's wandb run (logger=wandb; a multirun's: its reported run's)."""
     run_dir = next(iter(seed_runs(Path(report_cfg.run_dir))), Path(report_cfg.run_dir))
-    logger = build_logger(report_cfg.logger, run_dir, None, group=run_config(run_dir)["name"])
+    logger = build_logger(report_cfg.logger, run_dir, None, group=read_run_config(run_dir)["name"])
     try:
         logger.log_table("report/stages", report.stages)
         logger.log_images({f"report/{path.stem}": path for path in report.figures})
@@ -114,7 +114,7 @@ def hydra_app(cfg: DictConfig) -> None:
     log_report(report_cfg, report)
     for note in report.notes:
         print(f"note: {note}")
-    print(f"report: {report.directory / 'index.html'}")
+    print(f"report: {report.page}")
 
 
 def main() -> None:

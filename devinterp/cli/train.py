@@ -39,7 +39,8 @@ from devinterp.core.logfile import log_to_file, stop_logging_to_file
 from devinterp.store import checkpoints
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import LOG_FILE, OVERRIDES_FILE, RUN_CONFIG_FILE, unique_run_dir, write_status
+from devinterp.store.run_dir import (LOG_FILE, OVERRIDES_FILE, RUN_CONFIG_FILE, read_run_config, unique_run_dir,
+                                     write_status)
 from devinterp.training.config import AnalyzeMode, TrainConfig, validate_train_config
 from devinterp.training.loggers import build_logger
 from devinterp.training.summary import format_summary, format_time_split, summarize_run
@@ -75,7 +76,7 @@ def resume_config(requested: DictConfig, overrides: list[str]) -> tuple[DictConf
     since the run started so that its config can no longer be recomposed.
     """
     run_dir = Path(requested.run_dir)
-    stored = OmegaConf.load(run_dir / RUN_CONFIG_FILE)
+    stored = OmegaConf.create(read_run_config(run_dir))
     for override in overrides:
         key = override_key(override)
         if not _is_resumable(override) and OmegaConf.select(requested, key) != OmegaConf.select(stored, key):

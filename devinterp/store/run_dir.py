@@ -4,7 +4,7 @@
       config.yaml          resolved training config (overrides.yaml: its command-line overrides)
       status.json          the trainer's status: {"state": "training" | "finished" | "failed", "step", "updated"}
       analysis_status.json an analysis's or follower's status: "analysing" | "finished" | "stopped" | "failed"
-      train.log            log file of the run
+      train.log            log file of the run (follow.log: of a follower started by the trainer)
       eval_tokens.safetensors   the fixed held-out evaluation set (same for every checkpoint)
       metrics.parquet/     long-format metrics dataset (see devinterp.store.metrics)
       checkpoints/         dense checkpoints (see devinterp.store.checkpoints)
@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from devinterp.store.atomic import atomic_write_json
 from devinterp.store.unreadable import UnreadableFileError, error_line
 
@@ -29,6 +31,7 @@ OVERRIDES_FILE = "overrides.yaml"
 STATUS_FILE = "status.json"
 ANALYSIS_STATUS_FILE = "analysis_status.json"
 LOG_FILE = "train.log"
+FOLLOW_LOG_FILE = "follow.log"  # the log of a follower the trainer started (analyze=follow)
 EVAL_TOKENS_FILE = "eval_tokens.safetensors"
 CHECKPOINTS_DIRNAME = "checkpoints"
 CHECKPOINT_INDEX_FILE = "index.json"  # in checkpoints/: the manifest of complete checkpoints
@@ -54,6 +57,11 @@ def unique_run_dir(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.name}_{n}")
     return candidate
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The run's resolved config (config.yaml) as plain containers."""
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
 
 
 def write_status(run_dir: Path, state: str, step: int | None, name: str = STATUS_FILE, **extra) -> None:

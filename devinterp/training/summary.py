@@ -5,11 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from devinterp.store import checkpoints
 from devinterp.store.metrics import metric_series, read_metrics
-from devinterp.store.run_dir import RUN_CONFIG_FILE
+from devinterp.store.run_dir import read_run_config
 
 MIN_DROP_NATS = 0.5
 
@@ -49,7 +48,7 @@ def loss_drop_step(series: pd.Series, min_drop: float = MIN_DROP_NATS) -> int | 
 
 def summarize_run(run_dir: Path) -> RunSummary:
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / RUN_CONFIG_FILE).read_text())
+    config = read_run_config(run_dir)
     metrics = read_metrics(run_dir)
     infos = checkpoints.list_checkpoints(run_dir)
 

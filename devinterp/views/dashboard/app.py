@@ -24,7 +24,7 @@ from dash.exceptions import PreventUpdate
 
 from devinterp.views.dashboard import data
 from devinterp.views.dashboard.config import DashboardConfig
-from devinterp.views.dashboard.figures import CHART_IDS, STAGE_COLORS, STAGE_LABEL_COLORS, PlotOptions, build_charts
+from devinterp.views.dashboard.figures import CHART_IDS, STAGE_FILLS, STAGE_LABEL_COLORS, PlotOptions, build_charts
 
 log = logging.getLogger("devinterp.views.dashboard")
 
@@ -101,7 +101,7 @@ def default_selection(cfg: DashboardConfig) -> list[str]:
 
 def stage_legend() -> html.Div:
     def item(kind: str, text: str) -> html.Div:
-        style = {"background": STAGE_COLORS[kind], "border": f"1px solid {STAGE_LABEL_COLORS[kind]}"}
+        style = {"background": STAGE_FILLS[kind], "border": f"1px solid {STAGE_LABEL_COLORS[kind]}"}
         return html.Div([html.Span(className="swatch", style=style), text])
 
     return html.Div([

@@ -27,10 +27,10 @@ from devinterp.store.metrics import METRICS_DIRNAME, PartCache, metric_parts, re
 from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, CHECKPOINT_INDEX_FILE, CHECKPOINTS_DIRNAME, REPORT_DIRNAME,
                                      RUN_CONFIG_FILE, STAGES_FILE, STATUS_FILE, Status, read_status)
 from devinterp.store.unreadable import UnreadableFileError
+from devinterp.views.stages import STAGE_COLORS
 
 STAGES_PATH = Path(REPORT_DIRNAME) / STAGES_FILE
 CHECKPOINT_INDEX_PATH = Path(CHECKPOINTS_DIRNAME) / CHECKPOINT_INDEX_FILE
-STAGE_TYPES = ("A", "B", "other")
 # What the run list shows; "error" means the run's status could not be read at all.
 BADGES = ("training", "analysing", "finished", "failed", "stale", "error")
 ACTIVE_STATES = {"training": "training", "analysing": "analysing"}
@@ -59,7 +59,7 @@ class RunSnapshot:
     path: Path
     status: RunStatus
     metrics: pd.DataFrame  # long format: step (int64), name (str), value (float64)
-    stages: pd.DataFrame  # start_step, end_step, type (one of STAGE_TYPES); may be empty
+    stages: pd.DataFrame  # start_step, end_step, type (a key of STAGE_COLORS); may be empty
     checkpoint_steps: tuple[int, ...]
     errors: tuple[str, ...] = ()
 
@@ -218,7 +218,7 @@ def load_stages(run_dir: Path) -> pd.DataFrame:
     except (ValueError, TypeError) as e:
         raise RunDataError(f"{STAGES_PATH.as_posix()}: non-integer steps ({e})") from None
     kind = frame["type"].astype(str).str.strip()
-    kind = kind.where(kind.isin(STAGE_TYPES), "other")
+    kind = kind.where(kind.isin(list(STAGE_COLORS)), "other")
     return pd.DataFrame({"start_step": start, "end_step": end, "type": kind}).sort_values("start_step").reset_index(drop=True)
 
 

@@ -29,12 +29,13 @@ import pandas as pd
 import plotly.io as pio
 from plotly.colors import qualitative
 
+from devinterp.store.metrics import metric_series
 from devinterp.views.dashboard.data import RunSnapshot
+from devinterp.views.stages import STAGE_COLORS
 
 RUN_COLORS = qualitative.D3
 HEAD_COLORS = qualitative.Dark24
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-STAGE_COLORS = {"A": "rgba(31, 119, 180, 0.14)", "B": "rgba(255, 127, 14, 0.18)", "other": "rgba(127, 127, 127, 0.07)"}
 STAGE_LABEL_COLORS = {"A": "#1f5f94", "B": "#b35900", "other": "#555555"}
 HEAD_METRIC = re.compile(r"^induction/(?P<kind>prefix_matching|previous_token)/L(?P<layer>\d+)H(?P<head>\d+)$")
 STEP_TITLE = "step (optimizer updates)"
@@ -42,6 +43,16 @@ HEIGHT = 340
 MARKERS_UP_TO = 40  # draw point markers on lines with at most this many points
 
 Figure = dict  # plotly figure JSON: {"data": [trace dicts], "layout": {...}}
+
+
+def _alpha(color: str, alpha: float) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+# Stages are shaded in their type's colour (devinterp.views.stages), more transparent for plateaus.
+STAGE_FILLS = {kind: _alpha(color, {"A": 0.14, "B": 0.18}.get(kind, 0.07)) for kind, color in STAGE_COLORS.items()}
 
 
 @dataclass(frozen=True)
@@ -87,9 +98,9 @@ def _values(array: np.ndarray) -> list:
 
 
 def series(metrics: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of one metric, in step order."""
-    rows = metrics[metrics["name"] == name]
-    return rows["step"].to_numpy(), rows["value"].to_numpy(dtype=float)
+    """(steps, values) of one metric, in the table's (step) order."""
+    values = metric_series(metrics, name)
+    return values.index.to_numpy(), values.to_numpy(dtype=float)
 
 
 def short_label(run: RunSnapshot, runs: list[RunSnapshot]) -> str:
@@ -157,7 +168,7 @@ def add_stages(fig: Figure, runs: list[RunSnapshot], options: PlotOptions) -> No
                 continue
             label = stage.type if len(staged) == 1 else f"{stage.type} ({short_label(run, runs)})"
             layout["shapes"].append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0,
-                                     "y1": 1, "fillcolor": STAGE_COLORS[stage.type], "line": {"width": 0},
+                                     "y1": 1, "fillcolor": STAGE_FILLS[stage.type], "line": {"width": 0},
                                      "layer": "below"})
             # Annotations on a log axis take log10 coordinates; shapes take data coordinates.
             center = math.log10(math.sqrt(x0 * x1)) if options.log_x else (x0 + x1) / 2
@@ -188,12 +199,6 @@ def run_chart(runs: list[RunSnapshot], lines: tuple[Line, ...], title: str, y_ti
         _empty_note(fig, "no " + ", ".join(line.metric for line in lines) + " yet")
     add_stages(fig, runs, options)
     return fig
-
-
-def _alpha(color: str, alpha: float) -> str:
-    color = color.lstrip("#")
-    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r}, {g}, {b}, {alpha})"
 
 
 def llc_chart(runs: list[RunSnapshot], options: PlotOptions, revision: str) -> Figure:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # grokking, the held-out loss falls during the B stage while this one holds); else the eval loss.
 DEFAULT_LOSS = "train/fixed_loss"
 FALLBACK_LOSS = "eval/loss"
+REPORT_PAGE = "index.html"
 STAGE_COLUMNS = [*DETECTED_COLUMNS, ROBUSTNESS_COLUMN]  # the report's stage table (stages.csv)
 
 
@@ -54,6 +55,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     ed_boundaries: list[int] = field(default_factory=list)
     compared: dict[str, pd.DataFrame] = field(default_factory=dict)  # label -> stages of another series or seed
+
+    @property
+    def page(self) -> Path:
+        """The self-contained HTML page."""
+        return self.directory / REPORT_PAGE
 
 
 @dataclass
@@ -263,7 +269,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     ed_boundaries, ed_figure = essential_dynamics_boundaries(main_run, stages, out, ed_examples, device, notes)
     report = Report(out, stages, [p for p in [*made, ed_figure] if p is not None], notes, ed_boundaries,
                     {**compared, **seed_stages})
-    atomic_write_text(out / "index.html", render_html(run_dir, report))
+    atomic_write_text(report.page, render_html(run_dir, report))
     return report
 
 

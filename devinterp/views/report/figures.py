@@ -12,13 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# The same colours as the dashboard: type A blue, type B orange, other grey.
-STAGE_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "other": "#7f7f7f"}
+from devinterp.store.metrics import metric_series  # noqa: E402
+from devinterp.views.stages import STAGE_COLORS  # noqa: E402
+
 
 
 def series(metrics: pd.DataFrame, name: str) -> pd.Series:
-    rows = metrics[metrics["name"] == name]
-    return pd.Series(rows["value"].to_numpy(), index=rows["step"].to_numpy(), name=name).sort_index()
+    return metric_series(metrics, name).sort_index()
 
 
 def shade_stages(ax, stages: pd.DataFrame) -> None:

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from devinterp.callbacks import build_callbacks
 from devinterp.core.errors import ConfigError
 from devinterp.store.calibration import read_calibration
-from devinterp.store.run_dir import RUN_CONFIG_FILE
+from devinterp.store.run_dir import RUN_CONFIG_FILE, read_run_config
 from devinterp.store.unreadable import UnreadableFileError
 
 LLC_CALLBACK = "llc"
@@ -70,7 +69,7 @@ def split_llc_series(metrics: pd.DataFrame, llc: str) -> dict[str, LLCSeries]:
 def run_llc_settings(run_dir: Path) -> dict | None:
     """The `llc` callback entry of the run's config.yaml ({_target_, schedule, settings...}), or None."""
     try:
-        config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
+        config = read_run_config(run_dir)
     except (OSError, ValueError):
         return None
     entry = (config.get("callbacks") or {}).get(LLC_CALLBACK)
