@@ -33,7 +33,7 @@ from devinterp.analysis.follow import DEFAULT_POLL_SECONDS, DEFAULT_STALE_AFTER,
 from devinterp.analysis.posthoc import AnalysisResult, log_results
 from devinterp.callbacks import Callback, build_callbacks
 from devinterp.cli.configs import CONFIG_DIR, register_configs
-from devinterp.cli.errors import preflight
+from devinterp.cli.errors import EXIT_FAILED, preflight
 from devinterp.core.devices import Device, resolve_device
 from devinterp.core.errors import ConfigError
 from devinterp.store import checkpoints
@@ -59,7 +59,6 @@ class AnalyzeConfig:
 
 
 PROG = "devinterp-analyze"
-EXIT_FAILURES = 1
 register_configs()
 ConfigStore.instance().store(name="analyze_schema", node=AnalyzeConfig)
 
@@ -160,7 +159,7 @@ def hydra_app(cfg: DictConfig) -> None:
         sys.exit(run_follower(cfg).exit_code)
     result = run_analysis(cfg)
     if result.failures:
-        raise SystemExit(EXIT_FAILURES)
+        raise SystemExit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ from devinterp.core.errors import describe
 # Hydra's own flags that take a value as the next argument.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                      "--cfg", "-c", "--package", "-p", "--info", "--experimental-rerun"}
-EXIT_CONFIG_ERROR = 2
+EXIT_CONFIG_ERROR = 2  # bad input, before anything ran
+EXIT_FAILED = 1  # the work failed (a write during training, callback runs of an analysis)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], bool]:

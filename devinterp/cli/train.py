@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from devinterp.analysis.follow import Follower
 from devinterp.callbacks import build_callbacks
 from devinterp.cli.configs import CONFIG_DIR, compose_config, register_configs
-from devinterp.cli.errors import fail, override_key, preflight, split_argv
+from devinterp.cli.errors import EXIT_FAILED, fail, override_key, preflight, split_argv
 from devinterp.core.devices import resolve_device
 from devinterp.core.errors import ConfigError
 from devinterp.core.logfile import log_to_file, stop_logging_to_file
@@ -47,7 +47,6 @@ from devinterp.training.summary import format_summary, format_time_split, summar
 from devinterp.training.trainer import TrainResult, train
 
 PROG = "devinterp-train"
-EXIT_FAILED = 1
 # Top-level keys a resumed run may take from the command line; the rest comes from the run dir.
 RESUMABLE_KEYS = {"resume", "run_dir", "device", "progress", "logger", "analyze", "follower_threads"}
 

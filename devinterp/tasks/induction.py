@@ -44,7 +44,8 @@ class InductionTaskConfig(TaskConfig):
         require(self.vocab_size >= 2, "vocab_size", self.vocab_size, "must be at least 2")
         for key in ("min_period", "max_period"):
             value = getattr(self, key)
-            require(value is None or 1 <= value < self.seq_len, key, value, f"must be in [1, task.seq_len={self.seq_len})")
+            require(value is None or 1 <= value < self.seq_len, key, value,
+                    f"must be in [1, task.seq_len={self.seq_len})")
         require(self.bigram_concentration is None or self.bigram_concentration > 0, "bigram_concentration",
                 self.bigram_concentration, "must be positive (or null: uniform tokens)")
         if self.min_period is not None and self.max_period is not None:

@@ -58,7 +58,8 @@ class TrainConfig:
 
 def validate_train_config(cfg: TrainConfig) -> None:
     """Check values; raise ConfigError naming the first offending key and value."""
-    groups = {"checkpoints": lambda: cfg.checkpoints.validate(cfg.steps), "optim": lambda: cfg.optim.validate(cfg.steps),
+    groups = {"checkpoints": lambda: cfg.checkpoints.validate(cfg.steps),
+              "optim": lambda: cfg.optim.validate(cfg.steps),
               "task": cfg.task.validate,
               "model": lambda: cfg.model.validate(cfg.task.name, cfg.task.needed_vocab_size(), cfg.task.seq_len)}
     try:

@@ -127,7 +127,8 @@ def essential_dynamics(
         return int(steps[np.argmin(np.abs(x - xq))])
 
     scale = float(np.max(np.ptp(smooth, axis=0))) if total > 0 else 0.0
-    turning = [(j, snap(xt), xt) for j, xt in _turning_points(smooth, grid, min_prominence * scale)] if scale > 0 else []
+    turning = [(j, snap(xt), xt) for j, xt in _turning_points(smooth, grid, min_prominence * scale)
+               ] if scale > 0 else []
     turning.sort(key=lambda t: (t[2], t[0]))
     cusp_x = _cusps(smooth, grid, h, min_angle) if scale > 0 else []
     candidates = np.array([t[2] for t in turning] + cusp_x)

@@ -36,7 +36,8 @@ def stage_evidence(change: StageChange, loss_flat_tol: float, events: pd.DataFra
     evidence += _loss_evidence(change, loss_flat_tol)
     evidence += [f"{r.name} {r.kind} at step {int(r.step)} (z={float(r.z):+.1f})" for r in events.itertuples()]
     if unhealthy:
-        evidence.append(f"{len(unhealthy)} unhealthy LLC estimate(s) {'left out' if unhealthy_excluded else 'down-weighted'} "
+        how = "left out" if unhealthy_excluded else "down-weighted"
+        evidence.append(f"{len(unhealthy)} unhealthy LLC estimate(s) {how} "
                         f"(steps {', '.join(map(str, unhealthy[:5]))}{', ...' if len(unhealthy) > 5 else ''})")
     if movers:
         evidence.append(describe_movers(movers))

@@ -29,7 +29,7 @@ from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
 from devinterp.store.run_dir import REPORT_DIRNAME, STAGES_FILE
 from devinterp.transitions import detect_transitions, essential_dynamics
-from devinterp.transitions.detect import STAGE_COLUMNS as DETECTED_COLUMNS
+from devinterp.transitions.detect import STAGE_COLUMNS
 from devinterp.transitions.movers import MOVER_METRICS
 from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 from devinterp.views.report import figures
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LOSS = "train/fixed_loss"
 FALLBACK_LOSS = "eval/loss"
 REPORT_PAGE = "index.html"
-STAGE_COLUMNS = [*DETECTED_COLUMNS, ROBUSTNESS_COLUMN]  # the report's stage table (stages.csv)
+REPORT_STAGE_COLUMNS = [*STAGE_COLUMNS, ROBUSTNESS_COLUMN]  # the report's stage table (stages.csv)
 
 
 @dataclass
@@ -110,7 +110,7 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
     logged = set(metrics["name"].unique())
     if llc not in logged:
         notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
-        return pd.DataFrame(columns=STAGE_COLUMNS)
+        return pd.DataFrame(columns=REPORT_STAGE_COLUMNS)
     healthy = health_metric(llc)
     present = [name for name in dict.fromkeys((loss, FALLBACK_LOSS)) if name in logged]
     if present and present[0] != loss:
@@ -127,7 +127,7 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
                                     movers=MOVER_METRICS)
     except ValueError as e:
         notes.append(f"Stage detection not possible: {e}")
-        return pd.DataFrame(columns=STAGE_COLUMNS)
+        return pd.DataFrame(columns=REPORT_STAGE_COLUMNS)
     stages[ROBUSTNESS_COLUMN] = ""
     return stages
 
@@ -136,7 +136,7 @@ def format_stages(stages: pd.DataFrame) -> str:
     """The stage table as the apps print it (the evidence, in the report, left out)."""
     if stages.empty:
         return "no stages detected"
-    columns = [c for c in STAGE_COLUMNS if c not in ("llc_z", "evidence", ROBUSTNESS_COLUMN)]
+    columns = [c for c in STAGE_COLUMNS if c not in ("llc_z", "evidence")]
     if ROBUSTNESS_COLUMN in stages.columns and stages[ROBUSTNESS_COLUMN].astype(bool).any():
         columns.append(ROBUSTNESS_COLUMN)
     return stages[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")
@@ -306,7 +306,8 @@ def essential_dynamics_boundaries(run_dir: Path, stages: pd.DataFrame, out: Path
         ed = essential_dynamics(outputs.outputs, outputs.steps)
         boundaries = [int(s) for s in ed.boundary_steps]
         figure = figures.essential_dynamics_plot(ed, stages, out / "essential_dynamics.png")
-        atomic_write_text(out / "essential_dynamics.csv", pd.DataFrame({"boundary_step": boundaries}).to_csv(index=False))
+        atomic_write_text(out / "essential_dynamics.csv",
+                          pd.DataFrame({"boundary_step": boundaries}).to_csv(index=False))
         return boundaries, figure
     except (ValueError, FileNotFoundError) as e:
         notes.append(f"Essential dynamics not possible: {e}")
