@@ -1,19 +1,19 @@
 """devinterp: a developmental-interpretability training-run monitor.
 
 Data flows one way: trainer -> run directory (checkpoints, metrics) -> analysis -> report/dashboard.
+Imports flow one way too, from the apps down (the README's "Layout"; tests/test_import_graph.py):
 
-    config.py        typed Hydra schemas and value checks for every app
-    models/          the attention-only transformer and GPT-2, built from configs
-    tasks/           deterministic, seeded data: induction, in-context Markov chains, bytes of text
-    training/        the training loop, optimizers, checkpoint schedule
-    checkpoints.py   atomic dense checkpoints; `load(run_dir, step)`
-    store/           the run directory: atomic writes, metrics table, callback results
+    cli/             the command-line apps (thin Hydra apps); train.py, report.py, dashboard.py: `python -m` aliases
+    views/           report/ (stages, figures, HTML) and dashboard/ (live Dash page): read-only views of runs
+    training/        the training loop, its config, optimizer, checkpoint schedule, loggers, summary
+    analysis/        callbacks over saved checkpoints (local, processes, Ray), or following a run
     callbacks/       measurements at checkpoint steps (loss, llc, hessian, induction, weights, grads)
     slt/             the LLC estimator (SGLD), its calibration and known learning coefficients
     hessian/         Hessian-vector products, Lanczos, trace, spectral density
-    analysis/        post-hoc runs of the callbacks over saved checkpoints (local, processes, Ray)
-    transitions/     stage detection (type A/B) and essential dynamics
-    report/          figures and the self-contained HTML report
-    dashboard/       the live local dashboard (Dash)
-    train.py, analyze.py, report/cli.py, dashboard/cli.py, cli.py   the command-line apps
+    transitions/     stage detection (type A/B), its evidence, essential dynamics
+    models/          one module per model, with its config; built from `_target_`
+    tasks/           one module per task, with its config; deterministic, seeded, offline data
+    store/           the run directory: layout, atomic writes, metrics, checkpoints, callback results
+    core/            configuration errors, device choice, progress bars, parameter selectors, log files
+    configs/         the YAML configs (package data)
 """
