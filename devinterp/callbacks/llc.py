@@ -26,6 +26,12 @@ import numpy as np
 from torch.utils.data import TensorDataset
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, positive, require
+from devinterp.models import head_parameter_masks
+from devinterp.slt import calibrate, estimate_llc
+from devinterp.slt.llc import PRECONDITIONERS
+from devinterp.slt.sampler import SAMPLERS
+from devinterp.store import checkpoints
+from devinterp.store.calibration import read_calibration, write_calibration
 
 AUTO = "auto"
 FIXED_DEFAULTS = {"batch_size": 16, "num_burnin": 0, "num_draws": 100}
@@ -50,7 +56,8 @@ class LLCSettings:
     batch_size: Any = AUTO  # "auto" or a positive int
     max_batch_size: int = 64  # auto: largest minibatch the calibration may choose
     max_steps: int = 400  # auto: most SGLD steps per chain (burn-in + draws)
-    sampler: str = "sgld"  # or rmsprop_sgld
+    sampler: str = "lm_sgld"  # or sgld, rmsprop_sgld (devinterp.slt.sampler)
+    preconditioner: str = "diagonal"  # or none (devinterp.slt.preconditioning)
     num_samples: int = 1024
     refined: str = "none"  # none | per_layer | per_head
 
@@ -66,8 +73,6 @@ class LLCSettings:
                 setattr(self, key, number if key == "step_size" or number != int(number) else int(number))
 
     def validate(self) -> None:
-        from devinterp.slt.sampler import SAMPLERS
-
         def auto_or(ok, key, why):
             value = getattr(self, key)
             require(value == AUTO or (not isinstance(value, (str, bool)) and ok(value)), key, value, why + ' (or "auto")')
@@ -85,6 +90,10 @@ class LLCSettings:
         require(self.localization > 0 or not self.auto, "localization", self.localization,
                 'must be > 0 with step_size "auto" (calibration scales the step to it)')
         require(self.sampler in SAMPLERS, "sampler", self.sampler, f"not one of {', '.join(SAMPLERS)}")
+        require(self.preconditioner in PRECONDITIONERS, "preconditioner", self.preconditioner,
+                f"not one of {', '.join(PRECONDITIONERS)}")
+        require(self.preconditioner == "none" or self.sampler != "rmsprop_sgld", "preconditioner",
+                self.preconditioner, "needs sampler sgld or lm_sgld (rmsprop_sgld brings its own)")
         require(self.refined in REFINED_MODES, "refined", self.refined, f"not one of {', '.join(REFINED_MODES)}")
 
     @property
@@ -94,9 +103,11 @@ class LLCSettings:
 
 class LLCCallback(Callback):
     """Scalars: `llc/mean`, `llc/std` (chain-to-chain), `llc/stderr`, `llc/init_loss`, the health verdict
-    `llc/healthy` (1 or 0; see `devinterp.slt.llc`) and what it rests on: `llc/rhat`, `llc/ess`,
-    `llc/trend`, `llc/trend_z`, `llc/num_diverged`, `llc/noise_ratio`, `llc/fraction_below_init`,
-    `llc/mean_distance`; refined: `llc/layer<l>/mean|std|healthy` or `llc/L<l>H<h>/mean|std|healthy`.
+    `llc/healthy` (1: no bias check failed) and `llc/precise` (1: ESS high enough; see
+    `devinterp.slt.llc`) and what they rest on: `llc/rhat`, `llc/ess`, `llc/trend`, `llc/trend_z`,
+    `llc/num_diverged`, `llc/noise_inflation`, `llc/fraction_below_init`, `llc/mean_distance`; the step used,
+    `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries); refined:
+    `llc/layer<l>/mean|std|healthy|precise` or `llc/L<l>H<h>/...`.
     Arrays: `llc/loss_trace` (chains, draws), `llc/per_chain`."""
 
     name = "llc"
@@ -109,7 +120,8 @@ class LLCCallback(Callback):
     def settings_for(self, ctx: CallbackContext) -> dict:
         """The `estimate_llc` settings at this checkpoint: explicit, or the run's calibration."""
         c = self.config
-        common = dict(num_chains=c.num_chains, nbeta=c.nbeta, localization=c.localization, sampler=c.sampler)
+        common = dict(num_chains=c.num_chains, nbeta=c.nbeta, localization=c.localization, sampler=c.sampler,
+                      preconditioner=c.preconditioner)
         if not c.auto:
             explicit = {key: FIXED_DEFAULTS[key] if getattr(c, key) == AUTO else getattr(c, key)
                         for key in FIXED_DEFAULTS}
@@ -123,8 +135,6 @@ class LLCCallback(Callback):
 
     def calibration(self, ctx: CallbackContext) -> dict:
         """The run's calibration record, made at this checkpoint if it is the reference one."""
-        from devinterp.store.calibration import read_calibration, write_calibration
-
         record = self._calibrations.get(ctx.run_dir)
         if record is None and ctx.run_dir is not None:
             record = read_calibration(ctx.run_dir, self.name, self.settings_hash)
@@ -138,19 +148,19 @@ class LLCCallback(Callback):
         return record
 
     def _calibrate(self, ctx: CallbackContext) -> dict:
-        from devinterp.slt import calibrate
-
         c = self.config
         fixed_batch = None if c.batch_size == AUTO else c.batch_size
         result = calibrate(ctx.model, next_token_loss, self._data(ctx), nbeta=c.nbeta, localization=c.localization,
                            num_chains=c.num_chains, min_batch_size=fixed_batch or min(16, c.max_batch_size),
                            max_batch_size=fixed_batch or c.max_batch_size, max_steps=c.max_steps,
                            curvature_samples=min(c.num_samples, 4 * (fixed_batch or c.max_batch_size)),
-                           sampler=c.sampler, seed=ctx.seed, device=ctx.device)
+                           sampler=c.sampler, preconditioner=c.preconditioner, seed=ctx.seed, device=ctx.device)
         rec = result.recommended
-        settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "nbeta")}
+        settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "nbeta",
+                                              "stability_retries")}
         return {"reference_step": ctx.step, "settings": settings, "localization": rec["localization"],
-                "localization_change": result.localization_change, "reason": result.reason,
+                "localization_change": result.localization_change,
+                "step_halving_change": result.step_halving_change, "reason": result.reason,
                 "problems": result.problems, "table": result.table.to_dict(orient="records")}
 
     def _data(self, ctx: CallbackContext) -> TensorDataset:
@@ -158,8 +168,6 @@ class LLCCallback(Callback):
         return TensorDataset(tokens, ctx.task.labels(tokens))
 
     def _estimate(self, ctx: CallbackContext, settings: dict, params=None):
-        from devinterp.slt import estimate_llc
-
         return estimate_llc(ctx.model, next_token_loss, self._data(ctx), params=params, seed=ctx.seed,
                             device=ctx.device, **settings)
 
@@ -168,9 +176,10 @@ class LLCCallback(Callback):
         result = self._estimate(ctx, settings)
         d = result.diagnostics
         scalars = {"llc/mean": result.mean, "llc/std": result.std, "llc/stderr": result.stderr,
-                   "llc/init_loss": result.init_loss, "llc/healthy": float(result.healthy)}
-        for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_ratio", "fraction_below_init",
-                    "mean_distance"):
+                   "llc/init_loss": result.init_loss, "llc/healthy": float(result.healthy),
+                   "llc/precise": float(result.precise)}
+        for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_inflation", "fraction_below_init",
+                    "mean_distance", "step_size", "step_halvings"):
             scalars[f"llc/{key}"] = float(d[key])
         arrays = {"llc/loss_trace": np.asarray(result.loss_trace), "llc/per_chain": np.asarray(result.per_chain)}
         for label, params in self._refined_selectors(ctx.model):
@@ -178,6 +187,7 @@ class LLCCallback(Callback):
             scalars[f"llc/{label}/mean"] = refined.mean
             scalars[f"llc/{label}/std"] = refined.std
             scalars[f"llc/{label}/healthy"] = float(refined.healthy)
+            scalars[f"llc/{label}/precise"] = float(refined.precise)
         return CallbackOutput(scalars, arrays)
 
     def _refined_selectors(self, model):
@@ -186,8 +196,6 @@ class LLCCallback(Callback):
             prefix = "blocks" if hasattr(model, "blocks") else "transformer.h"
             return [(f"layer{l}", f"{prefix}.{l}.*") for l in range(layers)]
         if self.config.refined == "per_head":
-            from devinterp.models import head_parameter_masks
-
             if not hasattr(model, "blocks"):
                 raise TypeError("callbacks.llc.refined=per_head needs the attention-only model")
             return [(f"L{l}H{h}", head_parameter_masks(model, l, h))
@@ -197,8 +205,6 @@ class LLCCallback(Callback):
 
 def is_reference_step(ctx: CallbackContext) -> bool:
     """Whether `ctx.step` is the checkpoint the run's LLC is calibrated on (module docstring)."""
-    from devinterp.store import checkpoints
-
     if ctx.run_finished:
         saved = {info.step for info in checkpoints.list_checkpoints(ctx.run_dir)}
         return ctx.step == max((s for s in ctx.due_steps if s in saved), default=ctx.step)

@@ -1,38 +1,49 @@
-"""Choosing SGLD settings for `estimate_llc` from the loss's local geometry.
+"""Choosing SGLD settings for `estimate_llc` from the loss's local geometry, checked by measurement.
 
-λ̂ is biased three ways by its settings: a step size ε too large for the curvature inflates it
-(discretization), a batch too small for ε inflates it (minibatch gradient noise heats the chains),
-and too few steps deflate it (the chains have not equilibrated). `calibrate` measures what sets each
-bound (`devinterp.slt.geometry`) and applies this rule:
+λ̂ is biased three ways by its settings: a step size ε too large inflates it (discretization), a batch
+too small for ε inflates it (minibatch gradient noise heats the chains), and too few steps deflate it
+(the chains have not equilibrated). On real transformer checkpoints the posterior is stiff (κ_max/γ in
+the hundreds, `devinterp.slt.preconditioning`), so plain SGLD cannot be both accurate and equilibrated
+within a few hundred steps. `calibrate` therefore uses the `lm_sgld` sampler with the diagonal
+preconditioner by default and applies this rule:
 
 1. nβ = n / log n and localization γ = max(nβ / 100, 5) unless given. (γ biases a direction of
    per-sample curvature h by the factor nβh / (nβh + γ), so it must scale with nβ; 1/100 keeps that
    bias to a few percent on deep linear networks. The floor, the low end of published settings,
-   acts below n ≈ 4000: a looser γ let deep networks' chains roam the wide small-n posterior, and
-   relaxing that took more than 50 000 steps. Measured on the generated deep linear networks with
-   n < 4000: errors of −29 % to +55 % at γ = nβ/100, −9 % to +21 % with the floor (float64 and
-   float32).)
-2. ε = 1 / (8 κ) with κ = nβ·h + γ and h the top Hessian eigenvalue of L_n: each step moves the
-   stiffest direction by 1/16 of its own scale (stationary variance inflated by ≤ 3 %).
-3. Batch: the smallest (≥ `min_batch_size`) keeping minibatch gradient noise ≤ 5 % of the injected
-   noise; if even `max_batch_size` does not, ε is lowered until it does.
-4. Burn-in: 1/(2εγ) steps, half the relaxation time of the localization (no direction relaxes slower;
-   measured: λ̂ settles within 0.2–0.3 of it); draws: enough for ESS ≥ 100 and a standard error
-   ≤ `target_stderr` × λ̂, judged from the longest probe (step 6).
-5. h and the noise are measured at w* and again where probe chains end up (at a singular w* both can
-   be far smaller than a short way off); ε and the batch are recomputed until h stops growing (and
-   the noise, where it is within a factor 2 of its target). A probe whose chains diverge caps ε at a
-   quarter of its step size.
-6. Localization check: two more probes, at γ and 3γ, each sized for a 5 % standard error (the one
-   at γ also sizes the draws of step 4). Where λ̂ changes by more than 40 % (and by more than twice
+   acts below n ≈ 4000.)
+2. ε = min(s/γ, 2/κ_P): s = εγ is the *flat step*, the fraction by which one step relaxes a
+   coordinate that only the localization holds (P = 1 there: it relaxes in 1/s steps); κ_P =
+   nβ·h_P + γ is the largest curvature at w* in the preconditioner's metric (h_P the top eigenvalue of
+   √P ∇²L √P): `lm_sgld` is stable, and exact on a Gaussian, up to ε·κ < 4. s starts at FLAT_STEPS[0]
+   = 0.04 (25 steps per relaxation). (Where the chains go the top curvature can be far larger: 9×
+   at the grokking checkpoint 1200. Capping ε by it, as this rule once did, left the chains ~25 %
+   short of equilibrium there, while s = 0.04 neither diverged nor moved λ̂ by more than 1.5 %.
+   Stability is therefore checked by running: a probe whose chains diverge caps ε at a quarter of
+   its step size, and estimates halve ε where a chain diverges.)
+3. Batch: the smallest power of two (≥ `min_batch_size`) at which minibatch noise can add at most
+   NOISE_TARGET = 2 % to λ̂ (`devinterp.slt.geometry.noise_inflation`, from the noise where a probe's
+   chains end up and the probe's λ̂; the first probe runs at the smallest batch); if even
+   `max_batch_size` does not, ε is lowered until it does.
+4. After each probe the batch and ε are chosen again for the noise it measured; a new choice gets
+   a new probe.
+5. Step-halving check: a second probe at ε/2, continuing the first probe's chains. Discretization
+   and minibatch-noise biases both shrink with ε and inflate λ̂, so where λ̂ falls by more than
+   BIAS_TOLERANCE (and twice the standard error of the difference), s is halved and 4–5 repeated. Measured on real
+   checkpoints (induction, grokking, markov-ICL): s = 0.04 reads 1–3 % above s = 0.01; s = 0.08,
+   5–20 % above on markov-ICL.
+6. Burn-in: at least BURNIN_RELAXATIONS/s = 200 steps at s = 0.04, and as long as the draws (half of
+   the chain) up to SLOW_MODE_RELAXATIONS/s = 800: the slowest modes of real checkpoints relax over
+   several hundred steps at s = 0.04 (grokking checkpoint 207: ~400), much slower than the
+   localization alone. Draws: enough for ESS ≥ 100 and a standard error ≤ `target_stderr` × λ̂,
+   judged from the longest probe. Within `max_steps` both are cut (the burn-in to half of it first).
+7. Localization check: probes at γ and 3γ. Where λ̂ changes by more than 40 % (and by more than twice
    the standard error), the localization rather than the loss confines the chains: `problems` says
-   so. The check is coarse: on the generated deep linear networks, accurate estimates moved by
-   −34 % to +15 % (probe noise, and biases that partly cancel); it is there for gross cases, such as
-   a quartic loss at n = 1e5, where γ ∝ nβ outgrows the posterior's width and λ̂ reads 25 % low from
-   healthy chains.
+   so. The check is coarse, there for gross cases (a quartic loss at n = 1e5, where γ ∝ nβ outgrows
+   the posterior's width and λ̂ reads 25 % low from healthy chains).
 
-When `max_steps` cannot hold the burn-in at the rule's ε, ε is raised to fit and `problems` says by
-how much the rule is exceeded (with a warning); likewise for noise above its target.
+Limits the budget (`max_steps`, `max_batch_size`) forces are named in `problems` with a warning.
+The recommendation includes `stability_retries=2`: a checkpoint stiffer than the calibrated one
+halves ε where a chain diverges (`estimate_llc`).
 
 The probes are short: run `estimate_llc(model, loss_fn, data, **result.recommended)` for the number
 you report.
@@ -48,41 +59,47 @@ import torch
 from torch.utils.data import Dataset
 
 from devinterp.core.params import ParamSelector
-from devinterp.slt.geometry import CURVATURE_SAMPLES, noise_ratio, top_curvature
-from devinterp.slt.llc import MIN_ESS, LLCResult, default_nbeta, is_trending, measure_anchor, sample_llc
+from devinterp.slt.geometry import CURVATURE_SAMPLES, noise_inflation, top_curvature
+from devinterp.slt.llc import MIN_ESS, PRECONDITIONERS, LLCResult, default_nbeta, measure_anchor, sample_llc
+from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, LossFn
 
 LOCALIZATION_PER_NBETA = 0.01
 MIN_LOCALIZATION = 5.0
-STEP_CURVATURE_PRODUCT = 1 / 8  # ε·κ_max
-NOISE_TARGET = 0.05
-BURNIN_RELAXATIONS = 0.5  # burn-in = this / (εγ) steps
-PROBE_CHAINS = 2
+FLAT_STEPS = (0.04, 0.02, 0.01, 0.005, 0.0025)  # εγ, tried in this order
+STEP_CURVATURE_PRODUCT = 2.0  # ε·κ_P at w*
+NOISE_TARGET = 0.02  # the most minibatch noise may add to λ̂, relative
+BURNIN_RELAXATIONS = 8.0  # burn-in >= this / (εγ) steps
+SLOW_MODE_RELAXATIONS = 32.0  # ... and as long as the draws, up to this / (εγ) steps
+BIAS_TOLERANCE = 0.02  # relative change of λ̂ between ε and ε/2 that halves the flat step
+PROBE_CHAINS = 4
 PROBE_DRAWS = 200
-MAX_ROUNDS = 4
+MAX_ROUNDS = 6
 CONVERGED_CHANGE = 0.1  # stop re-measuring once h and the noise grew by less than this (relative)
 MIN_DRAWS = 100
 DRAW_SAFETY = 1.5  # a probe's ESS per draw is itself a noisy estimate
 LOCALIZATION_CHECK_FACTOR = 3.0  # the check probe's γ, as a multiple of the recommended one
 LOCALIZATION_TOLERANCE = 0.4  # relative change of λ̂ between γ and the check's γ that flags the estimate
-CHECK_STDERR = 0.05  # relative standard error each localization-check probe is sized for
+CHECK_STDERR = 0.03  # relative standard error each localization-check probe is sized for
+STABILITY_RETRIES = 2
 
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """table: one row per probe round (step_size, batch_size, num_burnin, curvature, noise_scale, and the
-    probe's llc, stderr, ess, rhat, trend_z, noise_ratio, num_diverged, localization); the last two rows
-    are the localization check's probes, at γ and at LOCALIZATION_CHECK_FACTOR × γ.
-    localization_change: λ̂ at that γ over λ̂ at the recommended γ, minus 1 (NaN when either probe gave
-    no estimate).
+    """table: one row per probe (kind: "probe", "half step", "localization γ", "localization 3γ"; step_size,
+    flat_step, batch_size, num_burnin, curvature (κ_P at w*), and the probe's noise, llc, stderr, ess, rhat,
+    trend_z, noise_inflation, num_diverged, localization).
+    localization_change: λ̂ at 3γ over λ̂ at the recommended γ, minus 1 (NaN when either probe gave no
+    estimate). step_halving_change: λ̂ at ε/2 over λ̂ at the recommended ε, minus 1.
     recommended: keyword arguments for `estimate_llc` (step_size, nbeta, localization, batch_size,
-    num_chains, num_draws, num_burnin, sampler, and params when given).
+    num_chains, num_draws, num_burnin, sampler, preconditioner, stability_retries, and params when given).
     reason: one sentence saying how the recommendation was chosen.
     problems: which parts of the rule the budget did not allow, and a failed localization check (empty
     when all held)."""
 
     table: pd.DataFrame
     localization_change: float = math.nan
+    step_halving_change: float = math.nan
     recommended: dict = field(default_factory=dict)
     reason: str = ""
     problems: list[str] = field(default_factory=list)
@@ -94,6 +111,26 @@ class _Choice:
     batch_size: int
     num_burnin: int
     problems: tuple[str, ...]
+
+
+@dataclass
+class _Geometry:
+    """What the rule needs to know: κ_P at w*, the per-sample gradient noise tr(√PΣ√P) (the largest seen)
+    and λ̂ (the last probe's; None before the first)."""
+
+    curvature: float
+    noise: float
+    llc: float | None = None
+
+
+@dataclass(frozen=True)
+class _Budget:
+    nbeta: float
+    gamma: float
+    n: int
+    min_batch: int
+    max_batch: int
+    max_steps: int
 
 
 def calibrate(
@@ -109,7 +146,8 @@ def calibrate(
     max_steps: int = 20_000,
     target_stderr: float = 0.02,
     curvature_samples: int = CURVATURE_SAMPLES,
-    sampler: str = "sgld",
+    sampler: str = "lm_sgld",
+    preconditioner: str = "diagonal",
     params: ParamSelector = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -123,96 +161,141 @@ def calibrate(
     full batch; below a few hundred samples a step of a small model costs about the same whatever its
     batch). max_steps: the most SGLD steps per chain, burn-in included, of the recommended estimate.
     target_stderr: relative standard error the recommended draws aim at. curvature_samples: the
-    Hessian's subsample (its HVPs cost most for large models). Cost: a few short probes of 2 chains
-    (and two longer ones for the localization check), plus one Lanczos run (≤ 30 Hessian-vector
-    products on ≤ 1024 samples) and 256 per-sample gradients per probe.
+    Hessian's subsample (its HVPs cost most for large models). sampler, preconditioner: as for
+    `estimate_llc`; the rule's ε assumes `lm_sgld`. Cost: a few probes of 4 chains (each 200 draws
+    after its burn-in), Lanczos runs (≤ 30 Hessian-vector products on ≤ `curvature_samples` samples)
+    at w* and at probes' end states, and 256 per-sample gradients per probe.
     """
+    budget, num_chains = _budget(data, nbeta, localization, num_chains, min_batch_size, max_batch_size, max_steps)
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner={preconditioner!r} is not one of {PRECONDITIONERS}")
+    problem = FunctionalProblem(model, loss_fn, params, device)
+    scale = None
+    if preconditioner == "diagonal":
+        diagonal = curvature_diagonal(problem, data, seed)
+        scale = diagonal_preconditioner(diagonal, budget.nbeta, budget.gamma).to(problem.dtype)
+    anchor = measure_anchor(problem, data, seed, preconditioner=scale)
+    curvature = top_curvature(problem, data, seed, num_samples=curvature_samples, preconditioner=scale)
+    kappa = budget.nbeta * max(curvature, 0.0) + budget.gamma * (1.0 if scale is None else float(scale.max()))
+    geometry = _Geometry(kappa, anchor.noise)
+    sample = _Prober(problem, data, anchor, budget, sampler, scale, seed, progress)
+
+    rows, flat_index, max_step, probe, half = [], 0, math.inf, None, None
+    for _ in range(MAX_ROUNDS):
+        choice = _choose(geometry, budget, FLAT_STEPS[flat_index], max_step)
+        probe, final = sample(choice, budget.gamma, PROBE_DRAWS)
+        rows.append(_table_row("probe", choice, budget.gamma, geometry, probe))
+        if probe.diagnostics["num_diverged"]:  # the chains met curvature beyond what was measured
+            max_step = choice.step_size / 4
+            continue
+        geometry.noise = max(geometry.noise, probe.diagnostics["noise"])
+        geometry.llc = probe.mean
+        if _choose(geometry, budget, FLAT_STEPS[flat_index], max_step) != choice:
+            continue
+        half_choice = _Choice(choice.step_size / 2, choice.batch_size, choice.num_burnin, choice.problems)
+        half, _ = sample(half_choice, budget.gamma, PROBE_DRAWS, initial_weights=final)
+        rows.append(_table_row("half step", half_choice, budget.gamma, geometry, half))
+        if not _step_matters(probe, half) or flat_index == len(FLAT_STEPS) - 1:
+            break
+        flat_index += 1
+
+    choice = _choose(geometry, budget, FLAT_STEPS[flat_index], max_step)
+    check_choice = _choose(geometry, _scaled_gamma(budget, LOCALIZATION_CHECK_FACTOR), FLAT_STEPS[flat_index], max_step)
+    check_draws = max(_size_draws(probe, PROBE_CHAINS, CHECK_STDERR, max_steps), PROBE_DRAWS)
+    checks = []
+    for kind, gamma, this_choice in [("localization γ", budget.gamma, choice),
+                                     ("localization 3γ", LOCALIZATION_CHECK_FACTOR * budget.gamma, check_choice)]:
+        result, _ = sample(this_choice, gamma, check_draws)
+        rows.append(_table_row(kind, this_choice, gamma, geometry, result))
+        checks.append(result)
+    return _result(rows, checks, probe, half, choice, budget, num_chains, target_stderr, sampler, preconditioner,
+                   params, geometry)
+
+
+class _Prober:
+    """Runs probes of PROBE_CHAINS chains, each with a fresh seed."""
+
+    def __init__(self, problem, data, anchor, budget: _Budget, sampler: str, scale, seed: int, progress: bool):
+        self.problem, self.data, self.anchor, self.budget = problem, data, anchor, budget
+        self.sampler, self.scale, self.seed, self.progress, self.count = sampler, scale, seed, progress, 0
+
+    def __call__(self, choice: _Choice, gamma: float, num_draws: int,
+                 initial_weights: torch.Tensor | None = None) -> tuple[LLCResult, torch.Tensor | None]:
+        self.count += 1
+        return sample_llc(self.problem, self.data, self.anchor, num_chains=PROBE_CHAINS, num_draws=num_draws,
+                          num_burnin=choice.num_burnin, step_size=choice.step_size, nbeta=self.budget.nbeta,
+                          localization=gamma, batch_size=choice.batch_size, sampler=self.sampler,
+                          seed=self.seed + self.count, preconditioner=self.scale, initial_weights=initial_weights,
+                          progress=self.progress)
+
+
+def _budget(data, nbeta, localization, num_chains, min_batch_size, max_batch_size, max_steps) -> tuple[_Budget, int]:
     n = len(data)
     nbeta = default_nbeta(n) if nbeta is None else float(nbeta)
-    if localization is None:
-        gamma = max(nbeta * LOCALIZATION_PER_NBETA, MIN_LOCALIZATION)
-    else:
-        gamma = float(localization)
+    gamma = max(nbeta * LOCALIZATION_PER_NBETA, MIN_LOCALIZATION) if localization is None else float(localization)
     max_batch = n if max_batch_size is None else min(int(max_batch_size), n)
-    min_batch = min(int(min_batch_size), max_batch)
     if not (nbeta > 0 and gamma > 0):
         raise ValueError(f"calibrate needs positive nbeta and localization, got nbeta={nbeta}, localization={gamma}")
     if max_batch < 1 or max_steps < 2 * MIN_DRAWS or num_chains < 1:
         raise ValueError(f"need max_batch_size >= 1, max_steps >= {2 * MIN_DRAWS}, num_chains >= 1; got "
                          f"{max_batch_size}, {max_steps}, {num_chains}")
-    problem = FunctionalProblem(model, loss_fn, params, device)
-    anchor = measure_anchor(problem, data, seed)
-    curvature = max(top_curvature(problem, data, seed, num_samples=curvature_samples), 0.0)
-    noise_scale = anchor.noise_scale
+    return _Budget(nbeta, gamma, n, min(int(min_batch_size), max_batch), max_batch, max_steps), num_chains
 
-    rows, probe, max_step = [], None, math.inf
-    for round_ in range(MAX_ROUNDS):
-        choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
-        probe, final = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS, num_draws=PROBE_DRAWS,
-                           num_burnin=choice.num_burnin, step_size=choice.step_size, nbeta=nbeta,
-                           localization=gamma, batch_size=choice.batch_size, sampler=sampler, seed=seed + round_ + 1,
-                           progress=progress)
-        d = probe.diagnostics
-        rows.append(_table_row(choice, gamma, curvature, noise_scale, probe))
-        if d["num_diverged"]:  # the chains met curvature beyond what was measured: a quarter of the step
-            max_step = choice.step_size / 4
-        if final is None:
-            continue
-        new_curvature = max(curvature, top_curvature(problem, data, seed, weights=final, num_samples=curvature_samples))
-        new_noise = max(noise_scale, d["noise_scale"])
-        # Noise growth needs another round only where the noise matters: near its target at this choice.
-        noise_matters = noise_ratio(new_noise, choice.step_size, nbeta, choice.batch_size, n) > NOISE_TARGET / 2
-        grew = (new_curvature > curvature * (1 + CONVERGED_CHANGE)
-                or (noise_matters and new_noise > noise_scale * (1 + CONVERGED_CHANGE)))
-        curvature, noise_scale = new_curvature, new_noise
-        if not grew and not is_trending(probe.mean, d) and not d["num_diverged"]:
-            break
 
-    num_rounds = len(rows)
-    choice = _choose(curvature, noise_scale, nbeta, gamma, n, min_batch, max_batch, max_steps, max_step)
-    # The localization check: two probes, at γ and 3γ, sized for CHECK_STDERR each; the one at γ is also
-    # the longest probe, so the estimate's draws are sized from it.
-    check_draws = _size_draws(probe, PROBE_CHAINS, CHECK_STDERR, max_steps - choice.num_burnin)
-    check_choice = _choose(curvature, noise_scale, nbeta, LOCALIZATION_CHECK_FACTOR * gamma, n, min_batch, max_batch,
-                           max_steps, max_step)
-    checks = []
-    pairs = [(gamma, choice), (LOCALIZATION_CHECK_FACTOR * gamma, check_choice)]
-    for offset, (this_gamma, this_choice) in enumerate(pairs):
-        result, _ = sample_llc(problem, data, anchor, num_chains=PROBE_CHAINS,
-                               num_draws=max(check_draws, PROBE_DRAWS),
-                               num_burnin=this_choice.num_burnin, step_size=this_choice.step_size, nbeta=nbeta,
-                               localization=this_gamma, batch_size=this_choice.batch_size, sampler=sampler,
-                               seed=seed + MAX_ROUNDS + 1 + offset, progress=progress)
-        rows.append(_table_row(this_choice, this_gamma, curvature, noise_scale, result))
-        checks.append(result)
-    probe, check = checks
-    num_draws = _size_draws(probe, num_chains, target_stderr, max_steps - choice.num_burnin)
-    recommended = dict(step_size=choice.step_size, nbeta=nbeta, localization=gamma, batch_size=choice.batch_size,
-                       num_chains=num_chains, num_draws=num_draws, num_burnin=choice.num_burnin, sampler=sampler)
+def _scaled_gamma(budget: _Budget, factor: float) -> _Budget:
+    return _Budget(budget.nbeta, budget.gamma * factor, budget.n, budget.min_batch, budget.max_batch, budget.max_steps)
+
+
+def _step_matters(probe: LLCResult, half: LLCResult) -> bool:
+    """Whether λ̂ at ε/2 lies below λ̂ at ε by more than BIAS_TOLERANCE (relative) and by more than twice the
+    standard error of the difference. Both biases that shrink with ε inflate λ̂; a half-step probe reading
+    higher has only equilibrated further (it continues the first probe's chains)."""
+    if not (math.isfinite(probe.mean) and math.isfinite(half.mean)):
+        return True
+    difference = probe.mean - half.mean
+    finite = math.isfinite(probe.stderr) and math.isfinite(half.stderr)
+    stderr = math.hypot(probe.stderr, half.stderr) if finite else 0.0
+    return difference > BIAS_TOLERANCE * abs(half.mean) and difference > 2 * stderr
+
+
+def _result(rows, checks, probe, half, choice, budget: _Budget, num_chains, target_stderr, sampler, preconditioner,
+            params, geometry) -> CalibrationResult:
+    """The recommendation from the last probes, and what to say about it."""
+    at_gamma, at_check = checks
+    num_burnin, num_draws = _split_steps(at_gamma, num_chains, target_stderr, choice, budget)
+    recommended = dict(step_size=choice.step_size, nbeta=budget.nbeta, localization=budget.gamma,
+                       batch_size=choice.batch_size, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+                       sampler=sampler, preconditioner=preconditioner, stability_retries=STABILITY_RETRIES)
     if params is not None:
         recommended["params"] = params
-    reason = (f"ε = 1/(8(nβ·h + γ)) with top curvature h = {curvature:.4g} over {num_rounds} probe round(s), "
-              f"batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} of the injected noise, "
-              f"burn-in {BURNIN_RELAXATIONS}/(εγ) = {choice.num_burnin} steps")
+    flat_step = choice.step_size * budget.gamma
+    reason = (f"ε = min(s/γ, 1/κ_P) with flat step s = εγ = {flat_step:.3g} and κ_P = {geometry.curvature:.4g} "
+              f"(preconditioner {preconditioner}), batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} "
+              f"of the injected noise, burn-in {num_burnin} steps (≥ {BURNIN_RELAXATIONS:g}/s)")
     problems = list(choice.problems)
-    change = check.mean / probe.mean - 1 if probe.mean > 0 and math.isfinite(check.mean) else math.nan
-    if _localization_dominated(probe, check):
-        problems.append(f"λ̂ changes by {change:+.0%} when the localization triples (γ {gamma:.3g} → "
-                        f"{LOCALIZATION_CHECK_FACTOR * gamma:.3g}): "
+    change = at_check.mean / at_gamma.mean - 1 if at_gamma.mean > 0 and math.isfinite(at_check.mean) else math.nan
+    halving = half.mean / probe.mean - 1 if half is not None and probe.mean > 0 else math.nan
+    if half is not None and _step_matters(probe, half):
+        problems.append(f"λ̂ still changes by {halving:+.0%} when ε halves at the smallest flat step tried: "
+                        "discretization or minibatch noise biases it; raise max_batch_size or max_steps")
+    if _localization_dominated(at_gamma, at_check):
+        problems.append(f"λ̂ changes by {change:+.0%} when the localization triples (γ {budget.gamma:.3g} → "
+                        f"{LOCALIZATION_CHECK_FACTOR * budget.gamma:.3g}): "
                         "the localization, not the loss, confines the chains, and λ̂ is largely set by γ "
                         "(compare estimates at γ/3 and 3γ before reading it as the model's)")
     if problems:
-        warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
-    return CalibrationResult(table=pd.DataFrame(rows), localization_change=change, recommended=recommended,
-                             reason=reason, problems=problems)
+        warnings.warn("calibrate: " + "; ".join(problems), RuntimeWarning, stacklevel=3)
+    return CalibrationResult(table=pd.DataFrame(rows), localization_change=change, step_halving_change=halving,
+                             recommended=recommended, reason=reason, problems=problems)
 
 
-def _table_row(choice: _Choice, gamma: float, curvature: float, noise_scale: float, probe: LLCResult) -> dict:
+def _table_row(kind: str, choice: _Choice, gamma: float, geometry: _Geometry, probe: LLCResult) -> dict:
     """One row of `CalibrationResult.table`: a probe's settings and what it measured."""
     d = probe.diagnostics
-    return dict(step_size=choice.step_size, batch_size=choice.batch_size, num_burnin=choice.num_burnin,
-                curvature=curvature, noise_scale=noise_scale, llc=probe.mean, stderr=probe.stderr, ess=d["ess"],
-                rhat=d["rhat"], trend_z=d["trend_z"], noise_ratio=d["noise_ratio"], num_diverged=d["num_diverged"],
+    return dict(kind=kind, step_size=choice.step_size, flat_step=choice.step_size * gamma,
+                batch_size=choice.batch_size, num_burnin=choice.num_burnin, curvature=geometry.curvature,
+                noise=d["noise"], llc=probe.mean, stderr=probe.stderr, ess=d["ess"], rhat=d["rhat"],
+                trend_z=d["trend_z"], noise_inflation=d["noise_inflation"], num_diverged=d["num_diverged"],
                 localization=gamma)
 
 
@@ -227,45 +310,59 @@ def _localization_dominated(probe: LLCResult, check: LLCResult) -> bool:
     return difference > LOCALIZATION_TOLERANCE * probe.mean and difference > 2 * stderr
 
 
-def _choose(curvature: float, noise_scale: float, nbeta: float, gamma: float, n: int, min_batch: int,
-            max_batch: int, max_steps: int, max_step: float) -> _Choice:
-    """Steps 2–4 of the rule for the measured curvature and noise (and at most `max_step`, a quarter of a
-    step size at which probe chains diverged)."""
+def _choose(geometry: _Geometry, budget: _Budget, flat_step: float, max_step: float) -> _Choice:
+    """Steps 2–3 of the rule and the burn-in's relaxations, for the measured geometry, a flat step and at most
+    `max_step` (a quarter of a step size at which probe chains diverged)."""
+    b = budget
     problems = []
-    step_size = min(STEP_CURVATURE_PRODUCT / (nbeta * curvature + gamma), max_step)
-    batch = _batch_for(noise_scale, step_size, nbeta, n, min_batch, max_batch)
+    step_size = min(flat_step / b.gamma, STEP_CURVATURE_PRODUCT / geometry.curvature, max_step)
+    batch = _batch_for(geometry, step_size, b)
     if batch is None:  # lower ε until the largest batch keeps the noise at its target
-        batch = max_batch
-        step_size = NOISE_TARGET * 4 * batch / (nbeta**2 * noise_scale * (n - batch) / (n - 1))
-    longest_burnin = max_steps - MIN_DRAWS
-    if BURNIN_RELAXATIONS / (step_size * gamma) > longest_burnin:
-        raised = BURNIN_RELAXATIONS / (gamma * longest_burnin)
-        kappa = nbeta * curvature + gamma
+        batch = b.max_batch
+        step_size = step_size * NOISE_TARGET * geometry.llc / noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n)
+    longest_burnin = b.max_steps - MIN_DRAWS
+    if BURNIN_RELAXATIONS / (step_size * b.gamma) > longest_burnin:
+        raised = BURNIN_RELAXATIONS / (b.gamma * longest_burnin)
         problems.append(f"step size raised from {step_size:.3g} to {raised:.3g} to fit burn-in into max_steps="
-                        f"{max_steps}: ε·κ_max = {raised * kappa:.2g} > {STEP_CURVATURE_PRODUCT:.3g} "
-                        "(discretization may inflate λ̂; raise max_steps or localization)")
+                        f"{b.max_steps}: flat step {raised * b.gamma:.3g}, ε·κ_P = {raised * geometry.curvature:.2g} "
+                        "(discretization or noise may bias λ̂; raise max_steps or max_batch_size)")
         step_size = raised
-        # the larger step carries more minibatch noise: the batch is chosen again for it
-        batch = _batch_for(noise_scale, step_size, nbeta, n, min_batch, max_batch)
+        batch = _batch_for(geometry, step_size, b)  # the larger step carries more minibatch noise
         if batch is None:
-            batch = max_batch
-            problems.append(f"minibatch noise {noise_ratio(noise_scale, step_size, nbeta, batch, n):.2g}× the "
-                            f"injected noise at the largest batch {batch} (target {NOISE_TARGET}): λ̂ inflated by "
-                            "about as much; raise max_batch_size or max_steps")
-    num_burnin = min(math.ceil(BURNIN_RELAXATIONS / (step_size * gamma)), longest_burnin)
+            batch = b.max_batch
+            inflation = noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n) / geometry.llc
+            problems.append(f"minibatch noise can inflate λ̂ by up to {inflation:.0%} at the largest batch {batch} "
+                            f"(target {NOISE_TARGET:.0%}); raise max_batch_size or max_steps")
+    num_burnin = min(math.ceil(BURNIN_RELAXATIONS / (step_size * b.gamma)), longest_burnin)
     return _Choice(step_size, batch, num_burnin, tuple(problems))
 
 
-def _batch_for(noise_scale: float, step_size: float, nbeta: float, n: int, min_batch: int,
-               max_batch: int) -> int | None:
-    """The smallest power of two ≥ `min_batch` (or n) whose noise ratio is ≤ NOISE_TARGET; None above max_batch."""
-    sizes = [2**k for k in range(int(math.log2(n)) + 1) if min_batch <= 2**k < n] + [n]
-    for batch in [min_batch] + sizes:
-        if batch > max_batch:
+def _batch_for(geometry: _Geometry, step_size: float, budget: _Budget) -> int | None:
+    """The smallest power of two ≥ the smallest batch (or n) at which the noise can add at most NOISE_TARGET
+    of λ̂; the smallest batch before λ̂ is known; None above the largest batch."""
+    b = budget
+    if geometry.llc is None:
+        return b.min_batch
+    sizes = [2**k for k in range(int(math.log2(b.n)) + 1) if b.min_batch <= 2**k < b.n] + [b.n]
+    for batch in [b.min_batch] + sizes:
+        if batch > b.max_batch:
             return None
-        if noise_ratio(noise_scale, step_size, nbeta, batch, n) <= NOISE_TARGET:
+        if noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n) <= NOISE_TARGET * abs(geometry.llc):
             return batch
     return None
+
+
+def _split_steps(probe: LLCResult, num_chains: int, target_stderr: float, choice: _Choice,
+                 budget: _Budget) -> tuple[int, int]:
+    """(burn-in, draws) per chain: draws for the target (`_size_draws`), burn-in at least the relaxations and
+    as long as the draws up to SLOW_MODE_RELAXATIONS; within max_steps the burn-in is cut to half of it (not
+    below the relaxations) and the draws take the rest."""
+    draws = _size_draws(probe, num_chains, target_stderr, budget.max_steps)
+    burnin = max(choice.num_burnin, min(draws, int(SLOW_MODE_RELAXATIONS / BURNIN_RELAXATIONS * choice.num_burnin)))
+    if burnin + draws > budget.max_steps:
+        burnin = min(max(choice.num_burnin, budget.max_steps // 2), budget.max_steps - MIN_DRAWS)
+        draws = budget.max_steps - burnin
+    return burnin, draws
 
 
 def _size_draws(probe: LLCResult, num_chains: int, target_stderr: float, max_draws: int) -> int:

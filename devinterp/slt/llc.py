@@ -5,7 +5,9 @@ Conventions (Lau et al. 2023, arXiv 2308.12108):
     λ̂(w*) = nβ · ( E_w[L_n(w)] − L_n(w*) ),
     p(w) ∝ exp( −nβ L_n(w) − (γ/2) ‖w − w*‖² ),
 
-sampled with SGLD, w ← w − (ε/2)(nβ ∇L_batch(w) + γ (w − w*)) + N(0, ε I).
+sampled with SGLD, w ← w − (ε/2) P ⊙ (nβ ∇L_batch(w) + γ (w − w*)) + √(εP) ⊙ noise: P = 1 without
+a preconditioner, and the noise is N(0, I), or for the `lm_sgld` sampler the mean of two consecutive
+draws (see `devinterp.slt.sampler`).
 
 - L_n is the mean of `loss_fn` over the dataset, in the units `loss_fn` returns (nats for a negative
   log-likelihood). For λ̂ to estimate the learning coefficient λ, `loss_fn` must be the per-sample
@@ -24,15 +26,20 @@ sampled with SGLD, w ← w − (ε/2)(nβ ∇L_batch(w) + γ (w − w*)) + N(0, 
   deviation (ddof = 1, NaN with a single surviving chain); `stderr` the standard error of the
   mean from the effective sample size.
 
-An estimate is **healthy** when none of these checks fails (`LLCResult.problems` lists those that do,
-each with its fix): R̂ ≤ 1.1; ESS ≥ 100; no trend between the halves of the traces (|difference| ≤
-10 % of λ̂ or within 3 standard errors); no diverged chain; λ̂ > 0 (the sampled loss above L_n(w*));
-minibatch gradient noise ≤ 0.1 × the injected noise (`devinterp.slt.geometry`).
+The health verdict tells a **biased** estimate (`problems`: the number is off, whatever its error bar)
+from an **imprecise** one (`imprecision`: a wide error bar, which `stderr` states). `healthy` means
+not biased. Biased, each check with its threshold (set on real checkpoints against a long reference
+run, `scripts/bench_llc_reference.py`): a diverged chain; chains that disagree (R̂ > MAX_RHAT); traces
+still moving (halves differ by more than MAX_TREND of λ̂ and TREND_Z standard errors: not
+equilibrated); minibatch gradient noise that can add more than MAX_NOISE_INFLATION of λ̂ (hot chains;
+`devinterp.slt.geometry.noise_inflation`); λ̂ < 0 (the sampled loss below L_n(w*): w* is not a local minimum). Imprecise: ESS below
+MIN_ESS.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,19 +48,20 @@ from torch.utils.data import Dataset
 
 from devinterp.core.params import ParamSelector
 from devinterp.slt import diagnostics as diag
-from devinterp.slt.geometry import NOISE_SAMPLES, gradient_noise_scale, noise_ratio
+from devinterp.slt.geometry import NOISE_SAMPLES, gradient_noise, noise_inflation
+from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains
 
+PRECONDITIONERS = ("none", "diagonal")
 MAX_RHAT = 1.1
 MIN_ESS = 100.0
 MAX_TREND = 0.1  # relative to |λ̂|
 TREND_Z = 3.0
-MAX_NOISE_RATIO = 0.1
+MAX_NOISE_INFLATION = 0.05  # relative to λ̂
 FULL_LOSS_BATCH = 512  # L_n(w*) batch when loss_fn is not a mean over samples
-# Per-sample gradients behind the noise-ratio health check of `estimate_llc` (at w* and at a chain's end).
-# The check's threshold is twice calibration's target, so a rougher noise scale than calibration's
-# (NOISE_SAMPLES) serves: from 64 samples its spread is about 10 % (256: 4 %) on the 46k-weight
-# attention-only model, at a quarter of the per-sample gradients.
+# Per-sample gradients behind the noise health check of `estimate_llc` (at w* and at a chain's end). The
+# check's threshold is more than twice calibration's target, so a rougher estimate than calibration's
+# (NOISE_SAMPLES) serves, at a quarter of the per-sample gradients.
 HEALTH_NOISE_SAMPLES = 64
 
 
@@ -69,7 +77,9 @@ class LLCResult:
     init_loss: L_n(w*), the loss over the whole dataset at the starting weights.
     nbeta: the nβ used.
     diagnostics: see `estimate_llc`.
-    problems: one sentence per failed health check, naming the fix; empty when healthy.
+    problems: one sentence per failed bias check (module docstring), naming the fix; empty when healthy.
+    imprecision: one sentence per failed precision check (low ESS); the estimate is unbiased but its
+        error bar (`stderr`) is wide.
     """
 
     mean: float
@@ -80,10 +90,16 @@ class LLCResult:
     nbeta: float
     diagnostics: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    imprecision: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
+        """No bias check failed (an imprecise estimate can be healthy)."""
         return not self.problems
+
+    @property
+    def precise(self) -> bool:
+        return not self.imprecision
 
     @property
     def stderr(self) -> float:
@@ -155,13 +171,28 @@ def summarize_chains(
     return mean, std, per_chain, diagnostics
 
 
-def is_trending(mean: float, diagnostics: dict) -> bool:
+def is_trending(mean: float, diagnostics: Mapping) -> bool:
     """Whether the traces' halves differ by more than MAX_TREND × |λ̂| and TREND_Z standard errors."""
     return abs(diagnostics["trend"]) > MAX_TREND * abs(mean) and abs(diagnostics["trend_z"]) > TREND_Z
 
 
-def health_problems(mean: float, diagnostics: dict, num_chains: int) -> list[str]:
-    """The failed health checks (module docstring), one sentence each with its fix."""
+def failed_checks(mean: float, stats: Mapping) -> list[str]:
+    """The names of the bias checks (module docstring) that `stats` fail: the diagnostics of an estimate,
+    or its stored scalars (`llc/rhat`, ... without the prefix); absent statistics pass."""
+    get = lambda key: float(stats.get(key, math.nan))  # noqa: E731
+    checks = {
+        "diverged chains": get("num_diverged") > 0,
+        f"R̂ > {MAX_RHAT:g}": get("rhat") > MAX_RHAT,
+        "still trending": is_trending(mean, {"trend": get("trend"), "trend_z": get("trend_z")}),
+        "minibatch noise above its bound": get("noise_inflation") > MAX_NOISE_INFLATION,
+        "negative LLC": mean < 0,
+    }
+    return [name for name, failed in checks.items() if failed]
+
+
+def health_problems(mean: float, diagnostics: dict, num_chains: int) -> tuple[list[str], list[str]]:
+    """(bias problems, imprecision): the failed health checks (module docstring), one sentence each with
+    its fix."""
     d = diagnostics
     problems = []
     if d["all_diverged"]:
@@ -172,9 +203,8 @@ def health_problems(mean: float, diagnostics: dict, num_chains: int) -> list[str
         problems.append(f"{d['num_diverged']} of {num_chains} chains diverged (at steps {steps}) and were "
                         "excluded: lower step_size")
     if d["rhat"] > MAX_RHAT:
-        problems.append(f"chains disagree (R̂ = {d['rhat']:.2f} > {MAX_RHAT}): run more draws or more chains")
-    if d["ess"] < MIN_ESS:
-        problems.append(f"effective sample size {d['ess']:.0f} < {MIN_ESS:.0f}: run more draws")
+        problems.append(f"chains disagree (R̂ = {d['rhat']:.2f} > {MAX_RHAT}): not equilibrated; add burn-in "
+                        "(num_burnin) or chains")
     if is_trending(mean, d):
         direction = "rising" if d["trend"] > 0 else "falling"
         problems.append(f"traces still {direction} (second half {d['trend']:+.3g} from the first, "
@@ -183,10 +213,14 @@ def health_problems(mean: float, diagnostics: dict, num_chains: int) -> list[str
         problems.append(f"negative LLC ({mean:.4g}): the sampled loss fell below L_n(w*) "
                         f"({d['fraction_below_init']:.0%} of draws); w* is not a local minimum (train further) "
                         "or the chains are still descending (more burn-in, smaller step_size)")
-    if d.get("noise_ratio", 0.0) > MAX_NOISE_RATIO:
-        problems.append(f"minibatch gradient noise is {d['noise_ratio']:.2g}x the injected noise (> {MAX_NOISE_RATIO}), "
-                        "which heats the chains and inflates λ̂: raise batch_size or lower step_size")
-    return problems
+    if d.get("noise_inflation", 0.0) > MAX_NOISE_INFLATION:
+        problems.append(f"minibatch gradient noise can inflate λ̂ by up to {d['noise_inflation']:.0%} (> "
+                        f"{MAX_NOISE_INFLATION:.0%}): it heats the chains; raise batch_size or lower step_size")
+    imprecision = []
+    if not d["ess"] >= MIN_ESS and not d["all_diverged"]:
+        imprecision.append(f"effective sample size {d['ess']:.0f} < {MIN_ESS:.0f}: the error bar (stderr "
+                           f"{d['stderr']:.3g}) is wide; run more draws or chains")
+    return problems, imprecision
 
 
 def estimate_llc(
@@ -201,7 +235,9 @@ def estimate_llc(
     nbeta: float | None = None,
     localization: float = 100.0,
     batch_size: int = 32,
-    sampler: str = "sgld",
+    sampler: str = "lm_sgld",
+    preconditioner: str = "none",
+    stability_retries: int = 0,
     params: ParamSelector = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -216,15 +252,19 @@ def estimate_llc(
     data: a `Dataset`; n = len(data). Each chain draws its own shuffled minibatches of `batch_size`
         (the whole dataset, shared by all chains, when `batch_size >= n`).
     num_chains, num_draws, num_burnin: chains run num_burnin + num_draws steps; burn-in draws are discarded.
-    step_size: SGLD step ε (for `rmsprop_sgld`, ε multiplies the preconditioner 1/(√v + 1) ≤ 1, so it
-        needs larger ε than plain SGLD).
+    step_size: SGLD step ε, the step of every coordinate the preconditioner leaves at 1 (for
+        `rmsprop_sgld`, ε multiplies its preconditioner 1/(√v + 1) ≤ 1, so it needs larger ε).
     nbeta: inverse temperature times n; default n / log n with n = len(data).
     localization: γ, the strength of the Gaussian pull towards w*.
-    sampler: "sgld" or "rmsprop_sgld" (RMSprop-preconditioned SGLD, Li et al. 2016; the second-moment
-        average v is of the drift nβ∇L + γ(w − w*), decay 0.999, Adam-style bias correction, no Γ
-        correction term: a heuristic, about +10% on a regular quadratic in our tests).
+    sampler: "lm_sgld" (default), "sgld" or "rmsprop_sgld" (`devinterp.slt.sampler`).
+    preconditioner: "none" or "diagonal": a fixed diagonal P = γ/(nβ·d + γ) from the curvature
+        diagonal d at w* (`devinterp.slt.preconditioning`; 8 Hessian-vector products and 64 per-sample
+        gradients on 64 samples), so that stiff coordinates take smaller steps than ε.
+    stability_retries: when a chain diverges (ε too large for the curvature the chains meet), run the
+        estimate again at ε/2 with twice the burn-in, at most this many times (`diagnostics
+        ["step_halvings"]`). Results at different ε estimate the same λ̂.
     params: restrict sampling to some weights (the weight-refined LLC): names, glob patterns or
-        per-tensor boolean masks, see `devinterp.params`. The others stay at w*.
+        per-tensor boolean masks, see `devinterp.core.params`. The others stay at w*.
     seed: seeds the sampler's own generators (noise and minibatch order); global RNG state is untouched.
     device: where to sample; default the model's device.
     grad_norm: also compute ‖∇L_n(w*)‖ (`diagnostics["init_grad_norm"]`; one more pass over the data).
@@ -234,22 +274,35 @@ def estimate_llc(
     the per-draw contributions nβ(L − L_n(w*))), fraction_below_init (fraction of draws with loss below
     L_n(w*)), diverged / num_diverged / diverged_at_step / all_diverged (the rule is in
     `devinterp.slt.sampler`; a diverged chain is stopped and excluded from the mean), mean_distance
-    (mean ‖w − w*‖ over draws and chains), negative_llc, noise_scale_init (at w*), noise_scale (the larger
-    of that and the scale at a chain's final weights) and noise_ratio (see `devinterp.slt.geometry`), control_variate (whether the read-out used per-sample losses at w*),
-    vectorized / fallback_reason (whether chains ran in one vmapped computation or a loop, and why vmap
-    failed if it did; `devinterp.slt.sampler.vmap_pays_off`), init_grad_norm when
-    asked, and the settings used. A RuntimeWarning lists the failed health checks.
+    (mean ‖w − w*‖ over draws and chains), negative_llc, noise_init (tr √PΣ√P of the per-sample gradients at
+    w*), noise (the larger of that and the same at a chain's final weights) and noise_inflation (what that
+    noise can add to λ̂, relative to λ̂; see `devinterp.slt.geometry`),
+    control_variate (whether the read-out used per-sample losses at w*), vectorized / fallback_reason
+    (whether chains ran in one vmapped computation or a loop, and why vmap failed if it did;
+    `devinterp.slt.sampler.vmap_pays_off`), step_halvings, init_grad_norm when asked, and the settings
+    used (step_size is the one of the final run). A RuntimeWarning lists the failed health checks.
     """
     validate_settings(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner={preconditioner!r} is not one of {PRECONDITIONERS}")
     nbeta = default_nbeta(len(data)) if nbeta is None else float(nbeta)
     if nbeta <= 0:
         raise ValueError(f"nbeta must be positive, got {nbeta}")
 
     problem = FunctionalProblem(model, loss_fn, params, device)
-    anchor = measure_anchor(problem, data, seed, noise_samples=HEALTH_NOISE_SAMPLES if batch_size < len(data) else 0)
-    result, _ = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
-                           step_size=step_size, nbeta=nbeta, localization=localization, batch_size=batch_size,
-                           sampler=sampler, seed=seed, noise_samples=HEALTH_NOISE_SAMPLES, progress=progress)
+    scale = None
+    if preconditioner == "diagonal":
+        scale = diagonal_preconditioner(curvature_diagonal(problem, data, seed), nbeta, localization).to(problem.dtype)
+    anchor = measure_anchor(problem, data, seed, noise_samples=HEALTH_NOISE_SAMPLES if batch_size < len(data) else 0,
+                            preconditioner=scale)
+    for halvings in range(stability_retries + 1):
+        result, _ = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=num_draws,
+                               num_burnin=num_burnin * 2**halvings, step_size=step_size / 2**halvings, nbeta=nbeta,
+                               localization=localization, batch_size=batch_size, sampler=sampler, seed=seed,
+                               noise_samples=HEALTH_NOISE_SAMPLES, preconditioner=scale, progress=progress)
+        if not result.diagnostics["num_diverged"]:
+            break
+    result.diagnostics.update(step_halvings=halvings, preconditioner=preconditioner)
     if grad_norm:
         result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
     if result.problems:
@@ -260,71 +313,38 @@ def estimate_llc(
 
 def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,
                num_burnin: int, step_size: float, nbeta: float, localization: float, batch_size: int,
-               sampler: str, seed: int, noise_samples: int = NOISE_SAMPLES,
-               progress: bool = False) -> tuple[LLCResult, dict | None]:
-    """The sampling part of `estimate_llc`, for a prepared problem and its anchor (shared by `calibrate`'s
-    probes); settings already validated. No warning: the problems are in the result. Also returns the
-    final sampled tensors of the first chain that did not diverge (None if all did). noise_samples:
-    per-sample gradients for the noise scale at that chain's final weights (minibatches only)."""
-    n = len(data)
-    run = run_chains(
-        problem,
-        data,
-        num_chains=num_chains,
-        num_steps=num_burnin + num_draws,
-        step_size=step_size,
-        nbeta=nbeta,
-        localization=localization,
-        init_loss=anchor.init_loss,
-        batch_size=batch_size,
-        sampler=sampler,
-        seed=seed,
-        sample_losses=anchor.sample_losses,
-        progress=progress,
-    )
-    loss_draws = run.loss_trace[:, num_burnin:].numpy()
+               sampler: str, seed: int, noise_samples: int = NOISE_SAMPLES, preconditioner: torch.Tensor | None = None,
+               initial_weights: torch.Tensor | None = None,
+               progress: bool = False) -> tuple[LLCResult, torch.Tensor | None]:
+    """The sampling part of `estimate_llc`, for a prepared problem, its anchor and its preconditioner P (a
+    flat tensor, or None), shared by `calibrate`'s probes; settings already validated. No warning: the
+    problems are in the result. Also returns the chains' final flat states, the diverged ones replaced
+    by the first that did not diverge (None if all did). noise_samples: per-sample gradients for the
+    noise scale at that chain's final weights (minibatches only)."""
+    run = run_chains(problem, data, num_chains=num_chains, num_steps=num_burnin + num_draws, step_size=step_size,
+                     nbeta=nbeta, localization=localization, init_loss=anchor.init_loss, batch_size=batch_size,
+                     sampler=sampler, seed=seed, sample_losses=anchor.sample_losses, preconditioner=preconditioner,
+                     initial_weights=initial_weights, progress=progress)
     mean, std, per_chain, diagnostics = summarize_chains(
-        loss_draws,
-        run.distance_trace[:, num_burnin:].numpy(),
-        run.diverged_at.numpy(),
-        anchor.init_loss,
-        nbeta,
-    )
-    noise_scale, final = anchor.noise_scale, None
+        run.loss_trace[:, num_burnin:].numpy(), run.distance_trace[:, num_burnin:].numpy(), run.diverged_at.numpy(),
+        anchor.init_loss, nbeta)
     alive = np.flatnonzero(run.diverged_at.numpy() < 0)
-    if len(alive):
-        final = {name: w[alive[0]] for name, w in run.final_weights.items()}
-    if batch_size < n and final is not None:  # the noise where a chain ended up, too (`devinterp.slt.geometry`)
-        noise_scale = max(noise_scale, gradient_noise_scale(problem, data, seed=seed + 1, weights=final,
-                                                            num_samples=noise_samples))
+    final = None if not len(alive) else run.final_weights[torch.as_tensor(alive)[torch.arange(num_chains) % len(alive)]]
+    noise = anchor.noise
+    if batch_size < len(data) and final is not None:  # the noise where a chain ended up, too (`devinterp.slt.geometry`)
+        noise = max(noise, gradient_noise(problem, data, seed=seed + 1, weights=problem.unflatten(final[0]),
+                                          num_samples=noise_samples, preconditioner=preconditioner))
+    inflation = noise_inflation(noise, step_size, nbeta, batch_size, len(data))
     diagnostics.update(
-        noise_scale_init=anchor.noise_scale,
-        noise_scale=noise_scale,
-        noise_ratio=noise_ratio(noise_scale, step_size, nbeta, batch_size, n),
-        control_variate=anchor.sample_losses is not None,
-        vectorized=run.vectorized,
-        fallback_reason=run.fallback_reason,
-        n=n,
-        nbeta=nbeta,
-        step_size=step_size,
-        localization=localization,
-        batch_size=min(batch_size, n),
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin=num_burnin,
-        sampler=sampler,
-        num_sampled_params=problem.num_sampled,
-    )
-    result = LLCResult(
-        mean=mean,
-        std=std,
-        per_chain=per_chain,
-        loss_trace=loss_draws,
-        init_loss=anchor.init_loss,
-        nbeta=nbeta,
-        diagnostics=diagnostics,
-        problems=health_problems(mean, diagnostics, num_chains),
-    )
+        noise_init=anchor.noise, noise=noise, noise_inflation=inflation / abs(mean) if mean else math.inf,
+        control_variate=anchor.sample_losses is not None, vectorized=run.vectorized,
+        fallback_reason=run.fallback_reason, n=len(data), nbeta=nbeta, step_size=step_size,
+        localization=localization, batch_size=min(batch_size, len(data)), num_chains=num_chains, num_draws=num_draws,
+        num_burnin=num_burnin, sampler=sampler, num_sampled_params=problem.num_sampled)
+    problems, imprecision = health_problems(mean, diagnostics, num_chains)
+    result = LLCResult(mean=mean, std=std, per_chain=per_chain, loss_trace=run.loss_trace[:, num_burnin:].numpy(),
+                       init_loss=anchor.init_loss, nbeta=nbeta, diagnostics=diagnostics, problems=problems,
+                       imprecision=imprecision)
     return result, final
 
 
@@ -332,17 +352,18 @@ def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, n
 class Anchor:
     """What the sampler needs to know about w*: L_n(w*), the per-sample losses for the read-out's
     control variate (None when `loss_fn` is not a mean over samples or vmap cannot run the model),
-    and the gradient noise scale tr(Σ²)/tr(Σ) (`devinterp.slt.geometry`; 0 when not measured)."""
+    and the per-sample gradient noise tr(√PΣ√P) (`devinterp.slt.geometry`; 0 when not measured)."""
 
     init_loss: float
     sample_losses: torch.Tensor | None
-    noise_scale: float
+    noise: float
 
 
-def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int,
-                   noise_samples: int = NOISE_SAMPLES) -> Anchor:
+def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int, noise_samples: int = NOISE_SAMPLES,
+                   preconditioner: torch.Tensor | None = None) -> Anchor:
     """Forward passes at w* (no gradients but the noise subsample's: `noise_samples` per-sample gradients,
-    none when 0, e.g. at full batch where the noise does not matter): see `Anchor`."""
+    none when 0, e.g. at full batch where the noise does not matter; scaled by the preconditioner's √P
+    when there is one): see `Anchor`."""
     try:
         sample_losses = problem.sample_losses(data)
     except Exception:  # noqa: BLE001 - vmap cannot run this model: no control variate
@@ -355,8 +376,10 @@ def measure_anchor(problem: FunctionalProblem, data: Dataset, seed: int,
         init_loss = problem.full_loss(data, FULL_LOSS_BATCH)
     if not math.isfinite(init_loss):
         raise ValueError(f"loss at the starting weights is not finite ({init_loss})")
-    noise_scale = gradient_noise_scale(problem, data, seed=seed, num_samples=noise_samples) if noise_samples else 0.0
-    return Anchor(init_loss, sample_losses, noise_scale)
+    noise = 0.0
+    if noise_samples:
+        noise = gradient_noise(problem, data, seed=seed, num_samples=noise_samples, preconditioner=preconditioner)
+    return Anchor(init_loss, sample_losses, noise)
 
 
 def _is_sample_mean(problem: FunctionalProblem, data: Dataset, sample_losses: torch.Tensor) -> bool:

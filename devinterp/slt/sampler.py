@@ -1,5 +1,19 @@
 """Batched SGLD over many chains at once: the engine behind `estimate_llc` and `calibrate`.
 
+Samplers (`SAMPLERS`), all with the drift nβ ∇L_B(w) + γ (w − w*) and an optional fixed diagonal
+preconditioner P (`devinterp.slt.preconditioning`; 1 without it):
+
+- `sgld`: the Euler–Maruyama step w ← w − (ε/2) P ⊙ drift + √(εP) ⊙ ξ_t, ξ_t ~ N(0, I): the SGLD of
+  Welling & Teh 2011 and of the devinterp library.
+- `lm_sgld`: the same step with the noise √(εP) ⊙ (ξ_t + ξ_{t−1})/2 (Leimkuhler & Matthews 2013, the
+  high-friction limit of BAOAB; Leimkuhler, Matthews & Tretyakov 2014). Same cost, but on a Gaussian
+  target its stationary law is exact for every stable ε (ε·κ < 4 in each direction of curvature κ),
+  where Euler–Maruyama inflates the variance by 1/(1 − εκ/4); on other targets its bias is O(ε²),
+  not O(ε).
+- `rmsprop_sgld`: RMSprop-preconditioned SGLD (Li et al. 2016, as in the devinterp library): P =
+  1/(√v + RMSPROP_EPS) with v a moving average of drift² along the chain. No correction term for the
+  moving P (Ma, Chen & Fox 2015), so it samples a distorted law; kept for comparison.
+
 The chain state is one flat (chains, D) tensor: row c is chain c's sampled tensors, flattened and
 concatenated in `FunctionalProblem.names` order (D entries in all, masked-out entries included;
 `FunctionalProblem.unflatten` gives the tensors back as views). One step evaluates all chains'
@@ -38,7 +52,7 @@ from devinterp.core.params import ParamSelector, select_parameters
 
 LossFn = Callable[[torch.nn.Module, object], torch.Tensor]
 
-SAMPLERS = ("sgld", "rmsprop_sgld")
+SAMPLERS = ("sgld", "lm_sgld", "rmsprop_sgld")
 
 # RMSprop-SGLD: decay of the moving average v of the squared drift nβ∇L + γ(w − w*), and the floor
 # added to √v (in drift units). With a floor of 1 the preconditioner 1/(√v + 1) never exceeds 1: a
@@ -321,7 +335,7 @@ class ChainRun:
     loss_trace: torch.Tensor  # (chains, steps) float64: the read-out loss (module docstring); NaN once diverged
     distance_trace: torch.Tensor  # (chains, steps), ‖w - w*‖ over sampled entries before each step
     diverged_at: torch.Tensor  # (chains,), int64 step index of divergence, -1 if never
-    final_weights: dict[str, torch.Tensor]  # sampled tensors after the last step, (chains, ...) each
+    final_weights: torch.Tensor  # (chains, D) the flat state after the last step (`FunctionalProblem.unflatten`)
     vectorized: bool
     fallback_reason: str | None
 
@@ -334,6 +348,41 @@ def _per_chain(values, num_chains: int, device, dtype) -> torch.Tensor:
     if tensor.numel() != num_chains:
         raise ValueError(f"expected one value or {num_chains} per-chain values, got {tensor.numel()}")
     return tensor.clone()
+
+
+class _ChainGradients:
+    """Minibatch gradients and losses of all chains at once: (chains, D) gradients, (chains,) losses.
+
+    One `torch.func.vmap` over the chains when `vmap_pays_off`, else (or when vmap fails on this model,
+    said in `fallback_reason` with a warning) a Python loop over chains with ordinary autograd."""
+
+    def __init__(self, problem: FunctionalProblem, num_chains: int, chain_dim: int | None, first_batch):
+        self.problem, self.num_chains, self.chain_dim = problem, num_chains, chain_dim
+        self.vectorized, self.fallback_reason = vmap_pays_off(problem, first_batch), None
+        self._vmapped = torch.func.vmap(torch.func.grad_and_value(problem.flat_loss), in_dims=(0, chain_dim))
+
+    def __call__(self, weights: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.vectorized:
+            try:
+                grads, losses = self._vmapped(weights, batch)
+                return grads, losses.detach()
+            except Exception as error:  # noqa: BLE001 - any vmap failure means: use the loop
+                self.vectorized, self.fallback_reason = False, f"{type(error).__name__}: {error}"
+                warnings.warn(f"estimate_llc: torch.func.vmap cannot run this model ({self.fallback_reason}); "
+                              "falling back to a Python loop over chains (slower).", RuntimeWarning, stacklevel=4)
+        return self._looped(weights, batch)
+
+    def _looped(self, stacked: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        grads, losses = [], []
+        for c in range(self.num_chains):
+            chain_weights = stacked[c].detach().requires_grad_(True)
+            chain_batch = batch if self.chain_dim is None else tree_map(
+                lambda t: t[c] if torch.is_tensor(t) else t, batch)
+            loss = self.problem.flat_loss(chain_weights, chain_batch)
+            (grad,) = torch.autograd.grad(loss, chain_weights, allow_unused=True)
+            grads.append(torch.zeros_like(chain_weights) if grad is None else grad)
+            losses.append(loss.detach())
+        return torch.stack(grads), torch.stack(losses)
 
 
 def run_chains(
@@ -350,121 +399,126 @@ def run_chains(
     sampler: str,
     seed: int,
     sample_losses: torch.Tensor | None = None,
+    preconditioner: torch.Tensor | None = None,
+    initial_weights: torch.Tensor | None = None,
     progress: bool = False,
 ) -> ChainRun:
-    """Run `num_chains` chains of (RMSprop-)SGLD for `num_steps` steps from w*, all chains at once.
+    """Run `num_chains` chains of `sampler` (module docstring) for `num_steps` steps, all at once.
 
     `step_size`, `nbeta`, `localization`: a scalar or one value per chain. `init_loss` is L_n(w*);
     `sample_losses` the per-sample losses at w* that make the read-out's control variate (without
     them the read-out is the plain minibatch loss). Each step records the loss of the forward pass
     that also gives the gradient, i.e. the loss *before* the update.
+
+    preconditioner: a fixed diagonal P, (D,) in (0, 1], for `sgld` and `lm_sgld`; a fixed P leaves the
+    sampled law unchanged (`devinterp.slt.preconditioning`). initial_weights: the chains' flat (chains,
+    D) starting states (default w* for every chain), e.g. `ChainRun.final_weights` to continue chains.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+    if preconditioner is not None and sampler == "rmsprop_sgld":
+        raise ValueError("a fixed preconditioner needs sampler 'sgld' or 'lm_sgld', not 'rmsprop_sgld'")
     device, dtype = problem.device, problem.dtype
-    eps = _per_chain(step_size, num_chains, device, dtype)
-    nbetas = _per_chain(nbeta, num_chains, device, dtype)
-    gammas = _per_chain(localization, num_chains, device, dtype)
-    max_squared_distance = divergence_bound(problem.num_sampled, eps.to(torch.float64), gammas.to(torch.float64))
-
-    noise_gen = torch.Generator(device=device).manual_seed(seed)
-    data_gen = torch.Generator().manual_seed(seed + 1_000_003)
-    batches = MinibatchStream(data, batch_size, num_chains, data_gen, device)
-
-    # Flat state (module docstring): weights (chains, D); per-chain settings as (chains, 1) columns; the
-    # mask (D,) in the model's dtype, None when every entry is sampled (multiplying by 1 changes nothing).
+    eps = _per_chain(step_size, num_chains, device, dtype)[:, None]
+    nbetas = _per_chain(nbeta, num_chains, device, dtype)[:, None]
+    gammas = _per_chain(localization, num_chains, device, dtype)[:, None]
+    largest_step = eps[:, 0] * (1.0 if preconditioner is None else float(preconditioner.max()))
+    max_squared_distance = divergence_bound(problem.num_sampled, largest_step.to(torch.float64),
+                                            gammas[:, 0].to(torch.float64))
+    batches = MinibatchStream(data, batch_size, num_chains, torch.Generator().manual_seed(seed + 1_000_003), device)
+    gradients = _ChainGradients(problem, num_chains, batches.chain_dim,
+                                _to_device(_collate(data, torch.arange(batches.batch_size)), device))
+    langevin = _LangevinStep(problem, num_chains, eps, sampler, preconditioner, seed)
     w_star = problem.flat_w_star
-    mask = None if bool(problem.flat_mask.all()) else problem.flat_mask.to(dtype)
-    weights = w_star.unsqueeze(0).repeat(num_chains, 1)
-    second_moment = torch.zeros_like(weights) if sampler == "rmsprop_sgld" else None
-    eps, nbetas, gammas = eps[:, None], nbetas[:, None], gammas[:, None]
-
-    grad_and_loss = torch.func.grad_and_value(problem.flat_loss)
-    vmapped = torch.func.vmap(grad_and_loss, in_dims=(0, batches.chain_dim))
-
-    def looped(stacked, batch):
-        grads, losses = [], []
-        for c in range(num_chains):
-            chain_weights = stacked[c].detach().requires_grad_(True)
-            chain_batch = batch if batches.chain_dim is None else tree_map(
-                lambda t: t[c] if torch.is_tensor(t) else t, batch
-            )
-            loss = problem.flat_loss(chain_weights, chain_batch)
-            (grad,) = torch.autograd.grad(loss, chain_weights, allow_unused=True)
-            grads.append(torch.zeros_like(chain_weights) if grad is None else grad)
-            losses.append(loss.detach())
-        return torch.stack(grads), torch.stack(losses)
-
-    def noise_like_weights() -> torch.Tensor:
-        """N(0, 1) of shape (chains, D), drawn one sampled tensor at a time, (chains, *shape) each."""
-        parts = [torch.randn((num_chains, *shape), generator=noise_gen, device=device, dtype=dtype).reshape(num_chains, size)
-                 for shape, size in zip(problem.shapes, problem.sizes)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    first = _to_device(_collate(data, torch.arange(batches.batch_size)), device)
-    vectorized, fallback_reason = vmap_pays_off(problem, first), None
-    loss_trace = torch.full((num_chains, num_steps), float("nan"), dtype=torch.float64, device=device)
-    distance_trace = torch.zeros((num_chains, num_steps), dtype=torch.float64, device=device)
-    alive = torch.ones(num_chains, dtype=torch.bool, device=device)
-    diverged_at = torch.full((num_chains,), -1, dtype=torch.int64, device=device)
+    weights = w_star.unsqueeze(0).repeat(num_chains, 1) if initial_weights is None else initial_weights.clone()
+    trace = _Trace(num_chains, num_steps, device)
     if sample_losses is not None:
         sample_losses = sample_losses.to(device=device, dtype=torch.float64)
 
     # Global RNG state is forked so nothing inside the user's model or loss_fn can consume the
     # caller's random stream.
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for step in tqdm(range(num_steps), disable=not progress, desc="SGLD", leave=False):
             batch, indices = batches.next()
-            if vectorized:
-                try:
-                    grads, losses = vmapped(weights, batch)
-                except Exception as error:  # noqa: BLE001 - any vmap failure means: use the loop
-                    vectorized, fallback_reason = False, f"{type(error).__name__}: {error}"
-                    warnings.warn(
-                        f"estimate_llc: torch.func.vmap cannot run this model ({fallback_reason}); "
-                        "falling back to a Python loop over chains (slower).",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-            if not vectorized:
-                grads, losses = looped(weights, batch)
-            losses = losses.detach().to(torch.float64)
+            grads, losses = gradients(weights, batch)
+            losses = losses.to(torch.float64)
             if sample_losses is not None and indices is not None:
                 losses = losses - sample_losses[indices.to(device)].mean(dim=1) + init_loss
-
             with torch.no_grad():
                 displacement = weights - w_star
-                # ‖w − w*‖² over the sampled entries, accumulated in float64
-                squared = (displacement if mask is None else displacement * mask) ** 2
-                squared_distance = squared.sum(1, dtype=torch.float64)
-            ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
-            diverged_at.masked_fill_(alive & ~ok, step)
-            alive = alive & ok
-            loss_trace[:, step] = torch.where(alive, losses, float("nan"))
-            distance_trace[:, step] = squared_distance.sqrt()
-            num_alive = int(alive.sum())
-            if num_alive == 0:
+            if not trace.record(step, losses, displacement, langevin.mask, max_squared_distance):
                 break  # every chain diverged: nothing left to sample
-
             with torch.no_grad():
-                drift = nbetas * grads + gammas * displacement
-                if second_moment is not None:  # rmsprop_sgld
-                    second_moment.mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
-                    debiased = second_moment / (1 - RMSPROP_ALPHA ** (step + 1))  # Adam-style bias correction
-                    step_eps = eps * (1.0 / (debiased.sqrt() + RMSPROP_EPS))
-                else:
-                    step_eps = eps  # plain SGLD: no preconditioner
-                update = -0.5 * step_eps * drift + step_eps.sqrt() * noise_like_weights()
-                weights = weights + (update if mask is None else update * mask)
-                if num_alive < num_chains:  # diverged chains are parked at w* (finite values), no longer updated
-                    weights = torch.where(alive[:, None], weights, w_star)
+                weights = langevin.step(weights, nbetas * grads + gammas * displacement, trace.alive)
 
-    return ChainRun(
-        loss_trace=loss_trace.cpu(),
-        distance_trace=distance_trace.cpu(),
-        diverged_at=diverged_at.cpu(),
-        final_weights=problem.unflatten(weights),
-        vectorized=vectorized,
-        fallback_reason=fallback_reason,
-    )
+    return ChainRun(loss_trace=trace.losses.cpu(), distance_trace=trace.distances.cpu(),
+                    diverged_at=trace.diverged_at.cpu(), final_weights=weights,
+                    vectorized=gradients.vectorized, fallback_reason=gradients.fallback_reason)
+
+
+class _Trace:
+    """The per-step record of all chains, and which are still alive (see the divergence rule above)."""
+
+    def __init__(self, num_chains: int, num_steps: int, device):
+        self.losses = torch.full((num_chains, num_steps), float("nan"), dtype=torch.float64, device=device)
+        self.distances = torch.zeros((num_chains, num_steps), dtype=torch.float64, device=device)
+        self.alive = torch.ones(num_chains, dtype=torch.bool, device=device)
+        self.diverged_at = torch.full((num_chains,), -1, dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def record(self, step: int, losses: torch.Tensor, displacement: torch.Tensor, mask: torch.Tensor | None,
+               max_squared_distance: torch.Tensor) -> bool:
+        """Record one step's read-out losses and distances; False once every chain has diverged."""
+        squared = (displacement if mask is None else displacement * mask) ** 2
+        squared_distance = squared.sum(1, dtype=torch.float64)  # accumulated in float64
+        ok = torch.isfinite(losses) & torch.isfinite(squared_distance) & (squared_distance <= max_squared_distance)
+        self.diverged_at.masked_fill_(self.alive & ~ok, step)
+        self.alive &= ok
+        self.losses[:, step] = torch.where(self.alive, losses, float("nan"))
+        self.distances[:, step] = squared_distance.sqrt()
+        return bool(self.alive.any())
+
+
+class _LangevinStep:
+    """The update w ← w − (ε/2) P ⊙ drift + √(εP) ⊙ noise on the sampled entries (module docstring):
+    P is 1, the fixed preconditioner, or RMSprop's 1/(√v + RMSPROP_EPS) with v the bias-corrected moving
+    average of drift²; the noise is ξ_t, or (ξ_t + ξ_{t−1})/2 for `lm_sgld`."""
+
+    def __init__(self, problem: FunctionalProblem, num_chains: int, eps: torch.Tensor, sampler: str,
+                 preconditioner: torch.Tensor | None, seed: int):
+        self.problem, self.num_chains, self.eps = problem, num_chains, eps
+        self.w_star = problem.flat_w_star
+        # the mask (D,) in the model's dtype, None when every entry is sampled (multiplying by 1 changes nothing)
+        self.mask = None if bool(problem.flat_mask.all()) else problem.flat_mask.to(problem.dtype)
+        self.generator = torch.Generator(device=problem.device).manual_seed(seed)
+        self.step_size = eps if preconditioner is None else eps * preconditioner.to(problem.dtype)
+        self.second_moment = None
+        if sampler == "rmsprop_sgld":
+            self.second_moment = torch.zeros((num_chains, problem.flat_w_star.numel()), dtype=problem.dtype,
+                                             device=problem.device)
+        self.count = 0
+        self.previous_noise = self._noise() if sampler == "lm_sgld" else None
+
+    def step(self, weights: torch.Tensor, drift: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        step_size = self.step_size
+        if self.second_moment is not None:
+            self.count += 1
+            self.second_moment.mul_(RMSPROP_ALPHA).addcmul_(drift, drift, value=1 - RMSPROP_ALPHA)
+            debiased = self.second_moment / (1 - RMSPROP_ALPHA**self.count)  # Adam-style bias correction
+            step_size = self.eps / (debiased.sqrt() + RMSPROP_EPS)
+        noise = self._noise()
+        if self.previous_noise is not None:  # lm_sgld: the mean of this step's and the previous step's draws
+            noise, self.previous_noise = (self.previous_noise + noise) / 2, noise
+        update = -0.5 * step_size * drift + step_size.sqrt() * noise
+        weights = weights + (update if self.mask is None else update * self.mask)
+        if not bool(alive.all()):  # diverged chains are parked at w* (finite values), no longer updated
+            weights = torch.where(alive[:, None], weights, self.w_star)
+        return weights
+
+    def _noise(self) -> torch.Tensor:
+        """N(0, 1) of shape (chains, D), drawn one sampled tensor at a time, (chains, *shape) each."""
+        p = self.problem
+        parts = [torch.randn((self.num_chains, *shape), generator=self.generator, device=p.device,
+                             dtype=p.dtype).reshape(self.num_chains, size)
+                 for shape, size in zip(p.shapes, p.sizes)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

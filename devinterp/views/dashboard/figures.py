@@ -227,7 +227,7 @@ def llc_chart(runs: list[RunSnapshot], options: PlotOptions, revision: str) -> F
             line["mode"] = "lines+markers"
             line["marker"] = {"size": 7, "symbol": ["circle-open" if bad else "circle" for bad in unhealthy],
                               "line": {"color": color, "width": 1.5}}
-            line["text"] = ["not healthy (R̂, ESS, trend, divergence or noise check failed)" if bad else ""
+            line["text"] = ["biased (R̂, trend, divergence, noise or sign check failed)" if bad else ""
                             for bad in unhealthy]
             title = "Local learning coefficient (hollow markers: estimate not healthy)"
         traces.append(line)

@@ -17,13 +17,14 @@ import html
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from devinterp.analysis.outputs import checkpoint_outputs
-from devinterp.slt.llc import MAX_NOISE_RATIO, MAX_RHAT, MIN_ESS, is_trending
+from devinterp.slt.llc import MIN_ESS, failed_checks
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
@@ -190,9 +191,14 @@ def compare_seeds(seeds: list[Path], llc: str, loss: str, llc_std: str | None, l
     return compared, curves
 
 
+def prefix_metric(llc: str, name: str) -> str:
+    """A metric stored beside an LLC metric: (`llc/mean`, "precise") -> `llc/precise`."""
+    return llc.rsplit("/", 1)[0] + "/" + name
+
+
 def health_metric(llc: str) -> str:
     """The health verdict stored beside an LLC metric: `llc/mean` -> `llc/healthy`."""
-    return llc.rsplit("/", 1)[0] + "/healthy"
+    return prefix_metric(llc, "healthy")
 
 
 def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
@@ -217,19 +223,17 @@ def llc_notes(run_dir: Path, metrics: pd.DataFrame, llc: str) -> list[str]:
     if healthy in wide.columns and (wide[healthy] < 0.5).any():
         bad = wide[wide[healthy] < 0.5]
         prefix = llc.rsplit("/", 1)[0]
-
-        def column(name: str) -> pd.Series:
-            return bad.get(f"{prefix}/{name}", pd.Series(dtype=float))
-
-        checks = {f"R̂ > {MAX_RHAT:g}": column("rhat") > MAX_RHAT, f"ESS < {MIN_ESS:g}": column("ess") < MIN_ESS,
-                  "still trending": pd.Series([is_trending(m, {"trend": t, "trend_z": z}) for m, t, z in
-                                               zip(column("mean"), column("trend"), column("trend_z"))], dtype=bool),
-                  "diverged chains": column("num_diverged") > 0,
-                  "minibatch noise above its bound": column("noise_ratio") > MAX_NOISE_RATIO}
-        counts = ", ".join(f"{name} at {int(hit.sum())}" for name, hit in checks.items() if hit.sum())
-        notes.append(f"{len(bad)} of {len(wide)} LLC estimates are not healthy (hollow markers; {counts or 'see llc/*'}): "
-                     f"steps {', '.join(str(int(s)) for s in bad.index)}. Stage detection down-weights them "
-                     "(see the stage evidence).")
+        counts = Counter(check for step, row in bad.iterrows()
+                         for check in failed_checks(row.get(f"{prefix}/mean", math.nan),
+                                                    {name.removeprefix(prefix + "/"): value for name, value in row.items()}))
+        described = ", ".join(f"{name} at {count}" for name, count in counts.items())
+        notes.append(f"{len(bad)} of {len(wide)} LLC estimates are biased by a health check (hollow markers; "
+                     f"{described or 'see llc/*'}): steps {', '.join(str(int(s)) for s in bad.index)}. Stage "
+                     "detection leaves them out or down-weights them (see the stage evidence).")
+    precise = prefix_metric(llc, "precise")
+    if precise in wide.columns and (wide[precise] < 0.5).any():
+        notes.append(f"{int((wide[precise] < 0.5).sum())} of {len(wide)} LLC estimates are imprecise (ESS < "
+                     f"{MIN_ESS:g}): unbiased, with a wide error bar (`llc/stderr`).")
     return notes
 
 
