@@ -5,7 +5,9 @@ callback uses (the first `num_samples` sequences of the run's fixed training sam
 
 - **ours**: the settings the run's LLC callback uses today (this tree): the run calibrated post hoc
   on its last checkpoint (`LLCCallback`, the preset's settings: localization, num_samples, max_steps,
-  max_batch_size), then `estimate_llc` at `--seeds` seeds;
+  max_batch_size), then `estimate_llc` at `--seeds` seeds; with `--calibrate-at live`, calibrated where
+  a live run would be (the first checkpoint after the training loss has left its initial plateau;
+  `devinterp.callbacks.llc`), to compare the two paths (rows `ours@live`);
 - **before** (with `--before REV`, default b327f2d, the tree before the LLC rework): the same, with the
   code of REV, run in a subprocess on a checkout of REV (same virtual environment);
 - **reference**: the same nβ and γ, the `lm_sgld` sampler with the diagonal preconditioner (the same
@@ -23,7 +25,11 @@ summary the targets are stated in: median and worst |error|, healthy share, the 
 second ours ÷ before, seconds per estimate ours ÷ before. Rows are appended to `--csv` as they finish,
 and a rerun skips what the file holds (a killed bench resumes).
 
-    .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,1744 [--seeds 0,1,2] [--csv out.csv]
+    .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 [--seeds 0,1,2] [--csv out.csv]
+    .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 --csv out.csv --calibrate-at live
+    .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 --csv out.csv --set preconditioner=none
+
+The reference and `before` rows are made by the plain call (the others reuse them from the CSV).
 """
 from __future__ import annotations
 
@@ -39,10 +45,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
-from devinterp.callbacks.llc import LLCCallback, next_token_loss
+from devinterp.callbacks.llc import LLCCallback, left_initial_plateau, next_token_loss
 from devinterp.slt import diagnostics as diag
 from devinterp.slt import estimate_llc
 from devinterp.slt.llc import measure_anchor
@@ -69,7 +76,7 @@ import torch
 from devinterp import checkpoints
 from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
-from devinterp.callbacks.llc import LLCCallback, next_token_loss
+from devinterp.callbacks.llc import LLCCallback, left_initial_plateau, next_token_loss
 from devinterp.slt import estimate_llc
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
@@ -105,14 +112,25 @@ def context(run_dir: Path, data, step: int) -> CallbackContext:
                            torch.device("cpu"), data.seed)
 
 
-def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: dict):
-    """Yield one row per (step, seed) for this tree's LLC callback, calibrated on the last checkpoint."""
+def live_reference_step(run_dir: Path) -> int:
+    """The checkpoint a live run calibrates its LLC on: the first after the training loss left its plateau."""
+    infos = checkpoints.list_checkpoints(run_dir)
+    for i, info in enumerate(infos):
+        if left_initial_plateau([x.train_loss for x in infos[: i + 1] if x.train_loss is not None]):
+            return info.step
+    return infos[-1].step
+
+
+def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: dict, live: bool = False):
+    """Yield one row per (step, seed) for this tree's LLC callback, calibrated on the last checkpoint (or,
+    `live`, where a live run calibrates)."""
     data = load_run_data(run_dir)
     callback = LLCCallback(**settings)
     last = max(info.step for info in checkpoints.list_checkpoints(run_dir))
+    reference_step = live_reference_step(run_dir) if live else last
     started = time.perf_counter()
-    callback._calibrations[None] = callback._calibrate(context(run_dir, data, last))
-    print(f"  calibrated on step {last} in {time.perf_counter() - started:.0f} s: "
+    callback._calibrations[None] = callback._calibrate(context(run_dir, data, reference_step))
+    print(f"  calibrated on step {reference_step} in {time.perf_counter() - started:.0f} s: "
           f"{callback._calibrations[None]['reason']}", flush=True)
     for step in steps:
         ctx = context(run_dir, data, step)
@@ -193,6 +211,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=500)
     parser.add_argument("--reference-batch", type=int, default=256)
     parser.add_argument("--max-reference-steps", type=int, default=6000)
+    parser.add_argument("--calibrate-at", choices=["last", "live"], default="last")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an LLC setting (e.g. preconditioner=none, num_chains=2 max_steps=800); "
+                             "the rows are labelled ours[KEY=VALUE,...]")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=None)
     args = parser.parse_args()
@@ -200,6 +222,8 @@ def main() -> None:
     pd.set_option("display.width", 220)
     run_dir = args.run_dir.resolve()
     settings = preset_settings(run_dir)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    settings.update({key: yaml.safe_load(value) for key, value in overrides.items()})
     done = pd.read_csv(args.csv) if args.csv and args.csv.exists() else pd.DataFrame(columns=["run", "method", "step"])
     rows = done.to_dict("records")
 
@@ -217,14 +241,15 @@ def main() -> None:
         return [s for s in args.steps if s not in have]
 
     print(f"{run_dir} steps {args.steps}: settings {settings or 'llc.yaml defaults'}", flush=True)
-    if missing("ours"):
-        for row in measure_ours(run_dir, missing("ours"), args.seeds, settings):
-            keep("ours", row)
-    if args.before and missing("before"):
+    ours = ("ours" if args.calibrate_at == "last" else "ours@live") + (f"[{','.join(args.set)}]" if args.set else "")
+    if missing(ours):
+        for row in measure_ours(run_dir, missing(ours), args.seeds, settings, live=args.calibrate_at == "live"):
+            keep(ours, row)
+    if args.before and not args.set and missing("before"):
         for row in measure_before(run_dir, missing("before"), args.seeds, settings, args.before):
             keep("before", row)
     table = pd.DataFrame(rows)
-    for step in missing("reference"):
+    for step in missing("reference") if not args.set and args.calibrate_at == "last" else []:
         ours = table[(table.run == str(run_dir)) & (table.method == "ours") & (table.step == step)].iloc[0]
         chosen = json.loads(ours.settings)
         keep("reference", reference(run_dir, step, settings, {**chosen, "step_size": ours.step_size_used}, args))

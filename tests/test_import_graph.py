@@ -26,8 +26,6 @@ FLOORS = [["core"], ["models", "tasks", "store"], ["slt", "hessian", "transition
           ["training", "analysis"], ["views"], ["cli", "train", "report", "dashboard"]]
 FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
 APPS = set(FLOORS[-1])
-# Rewritten by the LLC issue (27) beside this layout: their function-local imports move to the top there.
-LOCAL_IMPORTS_LEFT_TO_ISSUE_27 = {"callbacks/llc.py", "slt/diagnostics.py", "slt/geometry.py", "slt/sampler.py"}
 
 
 def module_name(path: Path) -> str:
@@ -130,8 +128,6 @@ def test_no_library_module_imports_an_app():
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py")))
 def test_imports_inside_functions_say_why(path):
-    if path in LOCAL_IMPORTS_LEFT_TO_ISSUE_27:
-        pytest.skip("rewritten by issue 27")
     lines = (ROOT / path).read_text().splitlines()
     unexplained = [f"{path}:{node.lineno}: {lines[node.lineno - 1].strip()}"
                    for function in ast.walk(ast.parse("\n".join(lines)))

@@ -28,12 +28,10 @@ from devinterp.cli.train import compose_train_config, run, run_summary
 from devinterp.views.report import build_report, format_stages
 
 # label -> the overrides of its run: the presets, with the LLC and the Hessian measured at fewer of the
-# checkpoints (the loss and the other callbacks at every one) so that both runs fit in ~5 minutes. The
-# induction LLC uses fixed settings (4 chains x 100 draws at batch 16, no burn-in): its auto-calibrated
-# ones spend 400 steps per chain, 4x as many.
+# checkpoints (the loss and the other callbacks at every one) so that both runs fit in ~5 minutes. Both
+# LLCs use the presets' auto-calibrated settings.
 DEMO_RUNS = {
-    "induction": ["name=demo", "callbacks=study", "callbacks.llc.step_size=1e-3", "callbacks.llc.num_draws=100",
-                  "callbacks.llc.batch_size=16", "callbacks.llc.schedule.checkpoint_stride=9",
+    "induction": ["name=demo", "callbacks=study", "callbacks.llc.schedule.checkpoint_stride=9",
                   "callbacks.hessian.schedule.checkpoint_stride=8"],
     "grokking": ["name=demo_grokking", "experiment=grokking", "callbacks.llc.schedule.checkpoint_stride=4",
                  "callbacks.hessian.schedule.checkpoint_stride=8"],

@@ -14,8 +14,12 @@ preconditioner by default and applies this rule:
 2. ε = min(s/γ, 2/κ_P): s = εγ is the *flat step*, the fraction by which one step relaxes a
    coordinate that only the localization holds (P = 1 there: it relaxes in 1/s steps); κ_P =
    nβ·h_P + γ is the largest curvature at w* in the preconditioner's metric (h_P the top eigenvalue of
-   √P ∇²L √P): `lm_sgld` is stable, and exact on a Gaussian, up to ε·κ < 4. s starts at FLAT_STEPS[0]
-   = 0.04 (25 steps per relaxation). (Where the chains go the top curvature can be far larger: 9×
+   √P ∇²L √P): `lm_sgld` is stable, and exact on a Gaussian, up to ε·κ < 4. The budget sets the first
+   s: the smallest of FLAT_STEPS that leaves 16 relaxations in `max_steps`, at most 0.04 (25 steps per
+   relaxation: max_steps 400) and at least 0.005 (the library's default budget). A longer chain gets a
+   smaller step: bias that grows as chains drift into regions where P fits less well (a deep linear
+   network's scaling valleys: +65 % at s = 0.02 after 10 000 steps, exact at s = 0.005) has less time to
+   build up in a short one. (Where the chains go the top curvature can be far larger: 9×
    at the grokking checkpoint 1200. Capping ε by it, as this rule once did, left the chains ~25 %
    short of equilibrium there, while s = 0.04 neither diverged nor moved λ̂ by more than 1.5 %.
    Stability is therefore checked by running: a probe whose chains diverge caps ε at a quarter of
@@ -66,7 +70,9 @@ from devinterp.slt.sampler import FunctionalProblem, LossFn
 
 LOCALIZATION_PER_NBETA = 0.01
 MIN_LOCALIZATION = 5.0
-FLAT_STEPS = (0.04, 0.02, 0.01, 0.005, 0.0025)  # εγ, tried in this order
+FLAT_STEPS = (0.04, 0.02, 0.01, 0.005, 0.0025, 0.00125)  # εγ, tried in this order from the budget's
+BUDGET_RELAXATIONS = 16.0  # the first flat step tried is the smallest of FLAT_STEPS >= this / max_steps ...
+SMALLEST_FIRST_FLAT_STEP = 0.005  # ... but not below this
 STEP_CURVATURE_PRODUCT = 2.0  # ε·κ_P at w*
 NOISE_TARGET = 0.02  # the most minibatch noise may add to λ̂, relative
 BURNIN_RELAXATIONS = 8.0  # burn-in >= this / (εγ) steps
@@ -180,7 +186,7 @@ def calibrate(
     geometry = _Geometry(kappa, anchor.noise)
     sample = _Prober(problem, data, anchor, budget, sampler, scale, seed, progress)
 
-    rows, flat_index, max_step, probe, half = [], 0, math.inf, None, None
+    rows, flat_index, max_step, probe, half = [], _first_flat_step(max_steps), math.inf, None, None
     for _ in range(MAX_ROUNDS):
         choice = _choose(geometry, budget, FLAT_STEPS[flat_index], max_step)
         probe, final = sample(choice, budget.gamma, PROBE_DRAWS)
@@ -227,6 +233,14 @@ class _Prober:
                           localization=gamma, batch_size=choice.batch_size, sampler=self.sampler,
                           seed=self.seed + self.count, preconditioner=self.scale, initial_weights=initial_weights,
                           progress=self.progress)
+
+
+def _first_flat_step(max_steps: int) -> int:
+    """Index into FLAT_STEPS of the first flat step to try: the smallest that leaves BUDGET_RELAXATIONS
+    relaxations in max_steps, at least SMALLEST_FIRST_FLAT_STEP."""
+    wanted = max(BUDGET_RELAXATIONS / max_steps, SMALLEST_FIRST_FLAT_STEP)
+    fitting = [i for i, s in enumerate(FLAT_STEPS) if s >= wanted]
+    return fitting[-1] if fitting else 0
 
 
 def _budget(data, nbeta, localization, num_chains, min_batch_size, max_batch_size, max_steps) -> tuple[_Budget, int]:

@@ -20,7 +20,7 @@ def _arviz():
     logging.getLogger("arviz.preview").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import arviz
+        import arviz  # inside the warnings filter (see above); also ~1 s, paid only when a trace is diagnosed
 
     return arviz
 

@@ -38,10 +38,11 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import chi2
 from torch.utils.data import Dataset, TensorDataset, default_collate
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
@@ -49,8 +50,8 @@ from torch.utils.flop_counter import flop_registry
 from tqdm.auto import tqdm
 
 from devinterp.core.params import ParamSelector, select_parameters
+from devinterp.hessian.hvp import LossFn
 
-LossFn = Callable[[torch.nn.Module, object], torch.Tensor]
 
 SAMPLERS = ("sgld", "lm_sgld", "rmsprop_sgld")
 
@@ -85,8 +86,6 @@ VMAP_MAX_FLOPS = 1e8
 
 def divergence_bound(num_sampled: int, step_size: torch.Tensor, localization: torch.Tensor) -> torch.Tensor:
     """Per chain: the largest squared distance ‖w − w*‖² a healthy chain reaches (inf if γ = 0)."""
-    from scipy.stats import chi2
-
     quantile = float(chi2.isf(DIVERGENCE_TAIL_PROBABILITY, num_sampled))
     shrink = torch.clamp(1 - step_size * localization / 4, min=0.05)
     bound = DIVERGENCE_SLACK * quantile / (localization * shrink)
