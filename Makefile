@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser demo test test-accuracy test-fast clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ demo: $(STAMP)
 	$(PY) -m devinterp.cli.demo
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q -n auto --dist worksteal --durations=15 tests
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=15 -m "not accuracy" tests
+
+# The longest ground-truth accuracy tests (marked `accuracy`), left out of `make test` to keep it near
+# 6 minutes; CI runs them after it.
+test-accuracy: $(STAMP)
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=5 -m accuracy tests
 
 test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow" tests

@@ -40,7 +40,7 @@ preconditioner by default and applies this rule:
    several hundred steps at s = 0.04 (grokking checkpoint 207: ~400), much slower than the
    localization alone. Draws: enough for ESS ≥ 100 and a standard error ≤ `target_stderr` × λ̂,
    judged from the longest probe. Within `max_steps` both are cut (the burn-in to half of it first).
-7. Localization check: probes at γ and 3γ. Where λ̂ changes by more than 40 % (and by more than twice
+7. Localization check: probes at γ and 3γ. Where λ̂ changes by more than 30 % (and by more than twice
    the standard error), the localization rather than the loss confines the chains: `problems` says
    so. The check is coarse, there for gross cases (a quartic loss at n = 1e5, where γ ∝ nβ outgrows
    the posterior's width and λ̂ reads 25 % low from healthy chains).
@@ -85,7 +85,7 @@ CONVERGED_CHANGE = 0.1  # stop re-measuring once h and the noise grew by less th
 MIN_DRAWS = 100
 DRAW_SAFETY = 1.5  # a probe's ESS per draw is itself a noisy estimate
 LOCALIZATION_CHECK_FACTOR = 3.0  # the check probe's γ, as a multiple of the recommended one
-LOCALIZATION_TOLERANCE = 0.4  # relative change of λ̂ between γ and the check's γ that flags the estimate
+LOCALIZATION_TOLERANCE = 0.3  # relative change of λ̂ between γ and the check's γ that flags the estimate
 CHECK_STDERR = 0.03  # relative standard error each localization-check probe is sized for
 STABILITY_RETRIES = 2
 
@@ -283,9 +283,10 @@ def _result(rows, checks, probe, half, choice, budget: _Budget, num_chains, targ
     if params is not None:
         recommended["params"] = params
     flat_step = choice.step_size * budget.gamma
-    reason = (f"ε = min(s/γ, 1/κ_P) with flat step s = εγ = {flat_step:.3g} and κ_P = {geometry.curvature:.4g} "
-              f"(preconditioner {preconditioner}), batch {choice.batch_size} for minibatch noise ≤ {NOISE_TARGET:.0%} "
-              f"of the injected noise, burn-in {num_burnin} steps (≥ {BURNIN_RELAXATIONS:g}/s)")
+    reason = (f"ε = min(s/γ, {STEP_CURVATURE_PRODUCT:g}/κ_P) with flat step s = εγ = {flat_step:.3g} and "
+              f"κ_P = {geometry.curvature:.4g} (preconditioner {preconditioner}), batch {choice.batch_size} for "
+              f"minibatch noise adding ≤ {NOISE_TARGET:.0%} to λ̂, burn-in {num_burnin} steps "
+              f"(≥ {BURNIN_RELAXATIONS:g}/s)")
     problems = list(choice.problems)
     change = at_check.mean / at_gamma.mean - 1 if at_gamma.mean > 0 and math.isfinite(at_check.mean) else math.nan
     halving = half.mean / probe.mean - 1 if half is not None and probe.mean > 0 else math.nan

@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 from devinterp.slt import CalibrationResult, calibrate, default_nbeta
 from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_LOCALIZATION, NOISE_TARGET, _Budget,
-                                       _choose, _Geometry)
+                                       _choose, _first_flat_step, _Geometry)
 from devinterp.slt.geometry import noise_inflation
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
@@ -28,14 +28,17 @@ def test_rule_on_a_quadratic_with_known_curvature():
     assert isinstance(result, CalibrationResult) and set(result.recommended) == KEYS
     rec, nbeta = result.recommended, default_nbeta(5000)
     assert rec["nbeta"] == pytest.approx(nbeta) and rec["localization"] == pytest.approx(nbeta / 100)
-    # the diagonal preconditioner makes every direction relax like a flat one (κ_P = γ): the first flat step
-    # holds, since λ̂ does not move when ε halves (lm_sgld is exact on a Gaussian)
+    # the diagonal preconditioner makes every direction relax like a flat one (κ_P = γ): the budget's first
+    # flat step (0.005 at the default 20 000 steps) holds, since λ̂ does not move when ε halves (lm_sgld is
+    # exact on a Gaussian)
     assert rec["preconditioner"] == "diagonal" and rec["sampler"] == "lm_sgld"
     assert result.table.curvature.iloc[0] == pytest.approx(rec["localization"], rel=0.02)
-    assert rec["step_size"] * rec["localization"] == pytest.approx(FLAT_STEPS[0])
+    assert rec["step_size"] * rec["localization"] == pytest.approx(FLAT_STEPS[_first_flat_step(20_000)])
     assert rec["num_burnin"] >= math.ceil(BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
     assert rec["batch_size"] == 256  # no data noise: the smallest allowed batch
-    assert abs(result.step_halving_change) < 0.05
+    # (the check's probes are 200 draws, one relaxation at s = 0.005: it cannot see a few percent here, and
+    # only halves s for a fall beyond twice its standard error)
+    assert (result.table.kind == "half step").sum() == 1
     assert result.problems == [] and len(result.table) >= 1
     assert abs(result.localization_change) < 0.2  # a quadratic's λ̂ barely feels γ: no localization problem
 
@@ -98,7 +101,7 @@ def quartic_loss(model, batch):
 def test_a_localization_dominated_estimate_is_flagged():
     # Under γ = nβ/100 the localization's width shrinks like (nβ)^(-1/2), the quartic posterior's only
     # like (nβ)^(-1/4): at n = 1e5 the localized mean is ~25 % low (numerical integral: 0.74 for λ = 1)
-    # and tripling γ moves it by ~45 %, while the chains themselves are healthy.
+    # and tripling γ moves it by 42 % (0.74 → 0.43; the check flags 30 %), while the chains themselves are healthy.
     data = TensorDataset(torch.zeros(100_000, 1))
     with pytest.warns(RuntimeWarning, match="localization triples"):
         result = calibrate(Potential(torch.zeros(4)), quartic_loss, data)
