@@ -41,7 +41,7 @@ from devinterp.store.results import ResultStore
 from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, FOLLOW_LOG_FILE, STATUS_FILE, Status, read_run_config,
                                      read_status, write_status)
 from devinterp.store.unreadable import UnreadableFileError
-from devinterp.training.schedule import checkpoint_schedule
+from devinterp.training.schedule import run_schedule
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,7 @@ class Following:
         self.started = time.time()
         config = read_run_config(run_dir)
         self.total_steps = int(config["steps"])
-        self.schedule = checkpoint_schedule(self.total_steps, int(config["checkpoints"]["log"]),
-                                            int(config["checkpoints"]["linear"]))
+        self.schedule = run_schedule(config)
         self.store = ResultStore(run_dir)
         # Plans with a throwaway runner (planning needs no data) until the first checkpoint lands: the
         # runner that measures needs the run's step-0 weights.
