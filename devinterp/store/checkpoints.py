@@ -5,7 +5,12 @@
       step_0000100/
         config.json, model.safetensors   (transformers save_pretrained layout)
         trainer_state.pt          optimizer, LR scheduler and RNG states, for exact resume
+                                  (only devinterp-train writes it: a monitored run has none)
         meta.json                 step, train loss, wall time, bytes
+
+A model that is not a `transformers.PreTrainedModel` (a plain torch module, from `devinterp.Monitor`)
+is saved as its state dict in model.safetensors and a config.json naming its class
+(TORCH_MODULE_KEY); it cannot be rebuilt from the checkpoint, so `load` raises CheckpointError for it.
 
 A checkpoint is written into a `.tmp-` directory, fsynced, then renamed into place, so a
 checkpoint directory either is complete or does not exist; the manifest is rewritten atomically
@@ -31,6 +36,7 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors import safe_open
+from safetensors.torch import save_model as save_model_file
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import devinterp.models  # noqa: F401  (registers the attention-only model with AutoModel)
@@ -43,6 +49,7 @@ META_FILE = "meta.json"
 REPLACED_PREFIX = ".replaced-"  # a checkpoint directory written anew is kept under this name
 MODEL_CONFIG_FILE = "config.json"  # written by save_pretrained
 WEIGHTS_FILE = "model.safetensors"  # written by save_pretrained
+TORCH_MODULE_KEY = "devinterp_torch_module"  # config.json of a plain torch module: its class, for the reader
 
 transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar per checkpoint
 
@@ -93,23 +100,37 @@ def _write_error(error: Exception, final: Path) -> CheckpointWriteError:
     return CheckpointWriteError(final, reason, getattr(error, "errno", None))
 
 
+def save_model(model: torch.nn.Module, directory: Path) -> None:
+    """`model` into `directory`: save_pretrained (safetensors) for a transformers model, else the state
+    dict in model.safetensors and a config.json naming the module's class (see the module docstring)."""
+    if isinstance(model, PreTrainedModel):
+        model.save_pretrained(directory, safe_serialization=True)
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model_file(model, str(directory / WEIGHTS_FILE))  # handles shared (tied) tensors
+    cls = type(model)
+    (directory / MODEL_CONFIG_FILE).write_text(json.dumps({TORCH_MODULE_KEY: f"{cls.__module__}.{cls.__qualname__}"}))
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
-    model: PreTrainedModel,
-    trainer_state: dict,
+    model: torch.nn.Module,
+    trainer_state: dict | None,
     train_loss: float | None,
     wall_time: float,
 ) -> CheckpointInfo:
-    """Write checkpoint `step` atomically and add it to the manifest."""
+    """Write checkpoint `step` atomically and add it to the manifest. `trainer_state` (what an exact
+    resume needs) is left out when None: a monitored run is resumed by its own training code."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dirname(step)
     tmp = root / f"{TMP_PREFIX}{step_dirname(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+        save_model(model, tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
         size = sum(f.stat().st_size for f in tmp.iterdir())
         info = CheckpointInfo(step, f"{CHECKPOINTS_DIRNAME}/{final.name}", train_loss, wall_time, size)
         (tmp / META_FILE).write_text(json.dumps(asdict(info), indent=2))
@@ -181,15 +202,39 @@ def load(run_dir: Path, step: int, device: str | torch.device = "cpu") -> PreTra
     file if its config.json or model.safetensors is damaged (FileNotFoundError if there is no
     complete checkpoint at `step`)."""
     directory = checkpoint_path(run_dir, step)
-    _check_readable(directory / MODEL_CONFIG_FILE, step, lambda p: json.loads(p.read_text()))
+    config = _read_config(directory / MODEL_CONFIG_FILE, step)
     _check_readable(directory / WEIGHTS_FILE, step, _read_safetensors_header)
     try:
         # eager attention, as built (see devinterp.models): the saved config does not keep the choice, and
         # the fused kernel has no double backward (Hessian) nor vmap batching rule (SGLD chains)
-        model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager")
+        model = model_class(config).from_pretrained(directory, attn_implementation="eager")
     except Exception as e:
         raise CheckpointError(directory, error_line(e), step) from None
     return model.to(device).eval()
+
+
+def _read_config(path: Path, step: int) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except Exception as e:
+        raise CheckpointError(path, error_line(e), step) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(path, "not a JSON object", step)
+    if TORCH_MODULE_KEY in config:
+        raise CheckpointError(path, f"the weights of a plain torch module ({config[TORCH_MODULE_KEY]}): only a "
+                                    "transformers model can be rebuilt from its checkpoint", step)
+    return config
+
+
+def model_class(config: dict) -> type[PreTrainedModel]:
+    """The class that loads a saved transformers model: its config's first architecture when transformers
+    itself defines it (`GPT2LMHeadModel`, `LlamaForCausalLM`, `BertForSequenceClassification`, ...), else
+    `AutoModelForCausalLM` by `model_type` (which also knows the attention-only model). Never remote code."""
+    for name in config.get("architectures") or []:
+        cls = getattr(transformers, str(name), None) if str(name).isidentifier() else None
+        if isinstance(cls, type) and issubclass(cls, PreTrainedModel):
+            return cls
+    return AutoModelForCausalLM
 
 
 def load_trainer_state(run_dir: Path, step: int) -> dict:
