@@ -5,7 +5,10 @@ from devinterp.tasks.induction import InductionTask, InductionTaskConfig
 from devinterp.tasks.markov_icl import MarkovICLTask, MarkovICLTaskConfig
 from devinterp.tasks.modular import ModularAdditionTask, ModularTaskConfig
 from devinterp.tasks.text import TextTask, TextTaskConfig
+from devinterp.tasks.token_data import TokenData, TokenDataError, read_token_data
+from devinterp.tasks.tokens import TokensTask, TokensTaskConfig
 
 __all__ = ["IGNORE_INDEX", "NextTokenTask", "Task", "TaskConfig", "build_task", "derived_generator", "icl_score",
            "task_config", "task_schemas", "InductionTask", "InductionTaskConfig", "MarkovICLTask",
-           "MarkovICLTaskConfig", "ModularAdditionTask", "ModularTaskConfig", "TextTask", "TextTaskConfig"]
+           "MarkovICLTaskConfig", "ModularAdditionTask", "ModularTaskConfig", "TextTask", "TextTaskConfig",
+           "TokenData", "TokenDataError", "read_token_data", "TokensTask", "TokensTaskConfig"]

@@ -100,6 +100,11 @@ class TaskConfig:
         """Tokens the task's sequences use: a model's vocabulary must cover them."""
         raise NotImplementedError
 
+    def in_run(self, run_dir: Path) -> "TaskConfig":
+        """This config as stored in the run directory `run_dir`, with the files it names there found:
+        a task whose data lives in the run (`tokens`: `data.safetensors`) names it relative to the run."""
+        return self
+
 
 def build_task(cfg: TaskConfig, seed: int) -> Task:
     """The task `cfg` configures (its `_target_` called with its fields and `seed`)."""

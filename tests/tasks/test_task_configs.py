@@ -1,5 +1,6 @@
 """Each task is one module and one YAML file: the YAML's schema is the module's config, which
 validates its values, names the vocabulary it needs and builds the task through its `_target_`."""
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -18,7 +19,10 @@ def task_names() -> list[str]:
 def test_every_task_yaml_has_a_schema_that_builds_its_task(name, tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("a small corpus of text, long enough for a few windows of bytes. " * 40)
-    overrides = [f"task={name}"] + ([f"task.path={text}", "task.seq_len=16"] if name == "text" else [])
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.arange(8000) % 50)  # a 1-D stream, cut into windows of seq_len
+    paths = {"text": text, "tokens": tokens}
+    overrides = [f"task={name}"] + ([f"task.path={paths[name]}", "task.seq_len=16"] if name in paths else [])
     cfg = OmegaConf.to_object(compose_train_config(overrides)).task
     assert type(cfg) is task_schemas()[name]
     cfg.validate()
