@@ -129,6 +129,13 @@ class Callback:
         payload = json.dumps({"name": self.name, **asdict(self.config)}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
+    def unsupported(self, model: torch.nn.Module, eval_tokens: torch.Tensor) -> str | None:
+        """Why this callback cannot measure `model` (as the callbacks see it: see
+        `devinterp.callbacks.custom_loss`) on a run whose eval set is `eval_tokens`, in one line; None when
+        it can. Asked once per run, before the first measurement: a run of someone else's model skips
+        the callbacks that do not apply (e.g. induction scores of a model without attention)."""
+        return None
+
     def on_train_start(self, model: torch.nn.Module) -> None:
         """Live runs only: before the first step (after a resume, before its first step)."""
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
+from devinterp.callbacks.custom_loss import CustomLossModel
 from devinterp.callbacks.weights import grouped_norms
 from devinterp.tasks.base import IGNORE_INDEX
 from devinterp.callbacks.token_scores import DEFAULT_EVAL_BATCH
@@ -23,7 +24,8 @@ class GradsSettings:
 class GradsCallback(Callback):
     """`grads/norm` and per-layer `grads/norm/<group>` of the mean next-token loss (nats, over the
     tokens the task scores) over the first `num_samples` sequences of the fixed training sample,
-    accumulated over batches of `batch_size` (each weighted by its share of the scored tokens). The
+    accumulated over batches of `batch_size` (each weighted by its share of the scored tokens; by its share
+    of the rows where the labels are not per token, e.g. a model measured with its own loss function). The
     model's `.grad` fields are left untouched."""
 
     name = "grads"
@@ -33,11 +35,15 @@ class GradsCallback(Callback):
         tokens = ctx.train_tokens[: self.config.num_samples]
         named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
         labels = ctx.task.labels(tokens)
-        scored = (labels[:, 1:] != IGNORE_INDEX).sum().clamp(min=1)
+        per_token = not isinstance(ctx.model, CustomLossModel) and labels.dim() == 2 and labels.shape == tokens.shape
+        weights = (labels[:, 1:] != IGNORE_INDEX).sum(1) if per_token else torch.ones(len(labels))
+        total_weight = weights.sum().clamp(min=1)
         totals = [torch.zeros_like(p) for _, p in named]
-        for chunk, chunk_labels in zip(tokens.split(self.config.batch_size), labels.split(self.config.batch_size)):
+        for chunk, chunk_labels, chunk_weights in zip(tokens.split(self.config.batch_size),
+                                                      labels.split(self.config.batch_size),
+                                                      weights.split(self.config.batch_size)):
             chunk, chunk_labels = chunk.to(ctx.device), chunk_labels.to(ctx.device)
-            share = float((chunk_labels[:, 1:] != IGNORE_INDEX).sum() / scored)
+            share = float(chunk_weights.sum() / total_weight)
             if share == 0:
                 continue
             with torch.enable_grad():

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedModel
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
+from devinterp.callbacks.custom_loss import CustomLossModel
 
 
 @dataclass
@@ -32,6 +34,22 @@ class InductionSettings:
 class InductionCallback(Callback):
     name = "induction"
     Settings = InductionSettings
+
+    def unsupported(self, model: torch.nn.Module, eval_tokens: torch.Tensor) -> str | None:
+        if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
+            return (f"needs a transformers language model with attention (this is a {type(model).__name__}"
+                    + (" measured with its own loss_fn)" if isinstance(model, CustomLossModel) else ")"))
+        if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
+            return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
+        probe = torch.zeros(1, min(4, eval_tokens.shape[1]), dtype=torch.long, device=next(model.parameters()).device)
+        try:
+            with torch.no_grad():
+                attentions = getattr(model(probe, output_attentions=True), "attentions", None)
+        except Exception as e:  # noqa: BLE001 - any failure means this model cannot give its attention patterns
+            return f"{type(model).__name__} gives no attention patterns ({type(e).__name__}: {str(e)[:80]})"
+        if not attentions or any(a is None for a in attentions):
+            return f"{type(model).__name__} returns no attention patterns (output_attentions=True)"
+        return None
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
         model = ctx.model

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, derive_seed
+from devinterp.callbacks.custom_loss import LossFn, prefixed, with_loss
 from devinterp.core.progress import CostModel
 from devinterp.core.errors import ConfigError
 from devinterp.store.results import ResultStore
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunData:
-    """The fixed inputs every callback of a run sees, whatever the step or process."""
+    """The fixed inputs every callback of a run sees, whatever the step or process. `loss_fn`: the run's
+    own loss function, if it brought one (then every model is measured through it, see
+    `devinterp.callbacks.custom_loss`); None: the model's own `model(inputs, labels=labels).loss`."""
 
     task: Task
     eval_tokens: torch.Tensor
@@ -31,6 +34,31 @@ class RunData:
     seed: int
     run_dir: Path | None = None
     initial_state: dict[str, torch.Tensor] | None = None
+    loss_fn: LossFn | None = None
+
+    def measured(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` as the callbacks see it (with the run's loss function, if any)."""
+        return with_loss(model, self.loss_fn)
+
+    def measured_initial_state(self) -> dict[str, torch.Tensor] | None:
+        """The step-0 weights, named as `measured` names the parameters."""
+        return self.initial_state if self.loss_fn is None else prefixed(self.initial_state)
+
+
+def applicable(callbacks: list[Callback], model: torch.nn.Module, data: RunData) -> tuple[list[Callback], list[str]]:
+    """The callbacks that can measure `model` on the run's data, and one line for each that cannot
+    (`Callback.unsupported`): "<name>: skipped, <why>"."""
+    measured, kept, skipped = data.measured(model), [], []
+    was_training = measured.training
+    measured.eval()
+    for callback in callbacks:
+        why = callback.unsupported(measured, data.eval_tokens)
+        if why is None:
+            kept.append(callback)
+        else:
+            skipped.append(f"{callback.name}: skipped, {why}")
+    measured.train(was_training)
+    return kept, skipped
 
 
 def training_sample(task: Task, num_sequences: int) -> torch.Tensor:
@@ -117,6 +145,7 @@ class CallbackRunner:
         """Run the callbacks pending at `step` (those named in `only`, when given); returns their
         outputs merged (for loggers)."""
         merged = CallbackOutput()
+        model = self.data.measured(model)
         was_training = model.training
         model.eval()
         for callback in self.pending(step):
@@ -156,7 +185,7 @@ class CallbackRunner:
         `Deferred` propagates: nothing is stored and the step stays pending."""
         seed = derive_seed(self.data.seed, step, callback.name)
         ctx = CallbackContext(step, model, self.data.task, self.data.eval_tokens, self.data.train_tokens,
-                              device, seed, self.data.run_dir, self.data.initial_state,
+                              device, seed, self.data.run_dir, self.data.measured_initial_state(),
                               tuple(sorted(self._due[callback.name])), self.run_finished)
         if self.announce is not None:
             self.announce(callback.name, step)
