@@ -23,8 +23,9 @@ class CheckpointOutputs:
 def checkpoint_outputs(run_dir, steps: list[int] | None = None, num_examples: int = 32,
                        device: str = "cpu", progress: bool = False) -> CheckpointOutputs:
     """Each checkpoint's next-token log-probabilities on the first `num_examples` sequences of
-    the run's fixed eval set, flattened (float32). A checkpoint that cannot be loaded is skipped
-    and listed in `skipped`."""
+    the run's fixed eval set, flattened (float32) (for a model that is not a language model: the
+    log-softmax of its logits). A checkpoint that cannot be loaded is skipped and listed in `skipped`;
+    ValueError if none loads or a model gives no logits."""
     if steps is None:
         steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
     tokens = load_file(f"{run_dir}/{EVAL_TOKENS_FILE}")["tokens"][:num_examples].to(device)
@@ -35,8 +36,11 @@ def checkpoint_outputs(run_dir, steps: list[int] | None = None, num_examples: in
         except checkpoints.CheckpointError as e:
             skipped.append(e)
             continue
+        logits = getattr(model(tokens), "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            raise ValueError(f"the model saved at step {step} ({type(model).__name__}) gives no logits")
         loaded.append(step)
-        rows.append(model(tokens).logits.log_softmax(-1).float().flatten().cpu().numpy())
+        rows.append(logits.log_softmax(-1).float().flatten().cpu().numpy())
     if not rows:
         raise ValueError("no checkpoint could be loaded")
     return CheckpointOutputs(np.asarray(loaded), np.stack(rows), skipped)

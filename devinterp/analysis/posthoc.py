@@ -28,13 +28,16 @@ from tqdm.auto import tqdm
 
 from devinterp.analysis.executors import ExecutorConfig, ExecutorName, map_unordered, parallel_workers
 from devinterp.analysis.progress import AnalysisProgress
-from devinterp.callbacks import Callback, CallbackRunner, RunData, training_sample
+from devinterp.callbacks import Callback, CallbackRunner, RunData, applicable, training_sample
+from devinterp.callbacks.custom_loss import import_loss_fn
+from devinterp.core.errors import ConfigError
 from devinterp.core.progress import BAR_FORMAT
 from devinterp.store import checkpoints
 from devinterp.store.metrics import read_metrics
 from devinterp.store.results import ResultStore
-from devinterp.store.run_dir import ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, read_run_config, read_status, write_status
-from devinterp.store.unreadable import UnreadableFileError, warn_unreadable
+from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, EVAL_TOKENS_FILE, RUN_CONFIG_FILE, read_run_config,
+                                     read_status, write_status)
+from devinterp.store.unreadable import UnreadableFileError, error_line, warn_unreadable
 from devinterp.tasks import build_task, task_config
 
 log = logging.getLogger(__name__)
@@ -76,17 +79,50 @@ class AnalysisResult:
     callback_seconds: dict[str, float] = field(default_factory=dict)
     failures: int = 0  # callback runs of this analysis that failed (recorded under failures/)
     unreadable: dict[int, str] = field(default_factory=dict)  # step -> why its checkpoint did not load
+    skipped: list[str] = field(default_factory=list)  # "<callback>: skipped, <why>": cannot measure this model
+
+
+def check_run_config(run_dir: Path) -> dict:
+    """The run's config.yaml, checked for what analysing it needs (a seed, a step count, a task that
+    builds, a loss function that imports); ConfigError naming the file and what is wrong."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    try:
+        config = read_run_config(run_dir)
+    except UnreadableFileError as e:
+        raise ConfigError(str(e)) from None
+    for key in ("seed", "steps"):
+        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool):
+            raise ConfigError(f"{path}: '{key}' is {'missing' if key not in config else repr(config[key])}, "
+                              "not a whole number")
+    if not isinstance(config.get("task"), dict) or "name" not in config["task"]:
+        raise ConfigError(f"{path}: no 'task' mapping with a 'name'")
+    try:
+        task_config(config["task"])
+    except Exception as e:  # an unknown task name, a key or a type its schema rejects
+        raise ConfigError(f"{path}: task: {error_line(e)}") from None
+    try:
+        run_loss_fn(config)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def run_loss_fn(config: dict):
+    """The loss function the run measured with (config `loss_fn`), or None: the model's own loss."""
+    name = config.get("loss_fn")
+    return None if name is None else import_loss_fn(str(name))
 
 
 @functools.lru_cache(maxsize=4)
 def load_run_data(run_dir: Path) -> RunData:
-    """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed.
+    """The fixed inputs the run's live callbacks saw: same task, eval set, training sample, seed, loss.
     Cached per process (every checkpoint job of a run needs the same); callers must not modify it."""
     config = read_run_config(run_dir)
-    task = build_task(task_config(config["task"]), seed=config["seed"])
+    task = build_task(task_config(config["task"]).in_run(run_dir), seed=config["seed"])
     eval_tokens = load_file(Path(run_dir) / EVAL_TOKENS_FILE)["tokens"]
     train_tokens = training_sample(task, config.get("train_sample_size", 1024))
-    return RunData(task, eval_tokens, train_tokens, config["seed"], Path(run_dir), checkpoints.initial_state(run_dir))
+    return RunData(task, eval_tokens, train_tokens, config["seed"], Path(run_dir), checkpoints.initial_state(run_dir),
+                   run_loss_fn(config))
 
 
 def make_runner(run_dir: Path, callbacks: list[Callback], data: RunData) -> CallbackRunner:
@@ -204,8 +240,13 @@ def analyze(
     run_dir = Path(run_dir)
     executor = executor or ExecutorConfig()
     started = time.perf_counter()
-    runner = make_runner(run_dir, callbacks, load_run_data(run_dir))
+    data = load_run_data(run_dir)
+    runner = make_runner(run_dir, callbacks, data)
     jobs = plan_jobs(runner, run_dir, device, steps)
+    callbacks, skipped = applicable_to_run(run_dir, callbacks, data, device, [job.step for job in jobs])
+    if skipped:
+        runner = make_runner(run_dir, callbacks, data)
+        jobs = plan_jobs(runner, run_dir, device, steps)
     write_analysis_status(run_dir, "analysing", 0)
     state = "failed"
     try:
@@ -216,7 +257,20 @@ def analyze(
     finally:
         write_analysis_status(run_dir, state, max((job.step for job in jobs), default=0))
         ResultStore(run_dir).remove_stale_locks()
-    return summarize(run_dir, jobs, results, time.perf_counter() - started)
+    return replace(summarize(run_dir, jobs, results, time.perf_counter() - started), skipped=skipped)
+
+
+def applicable_to_run(run_dir: Path, callbacks: list[Callback], data: RunData, device: str,
+                      steps: list[int]) -> tuple[list[Callback], list[str]]:
+    """The callbacks that can measure the run's model (asked of the newest of `steps` that loads), and
+    one line for each that cannot (see `Callback.unsupported`). Nothing to measure: all of them."""
+    for step in sorted(steps, reverse=True):
+        try:
+            model = checkpoints.load(run_dir, step, device)
+        except checkpoints.CheckpointError:
+            continue
+        return applicable(callbacks, model, data)
+    return list(callbacks), []
 
 
 def log_results(logger, run_dir: Path, steps: list[int], callbacks: list[Callback]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from hydra.utils import get_method
 
 LossFn = Callable[[torch.nn.Module, tuple], torch.Tensor]
 PREFIX = "model."
@@ -64,3 +65,28 @@ def batched_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Ten
         total += float(model(chunk.to(device), labels=chunk_labels.to(device)).loss) * len(chunk)
     model.train(was_training)
     return total / max(len(inputs), 1)
+
+
+def loss_fn_name(loss_fn: LossFn | None) -> str | None:
+    """How a run's config names its loss function: `module.qualname` when importing that finds this very
+    function (post-hoc analysis then measures with it too); None for none. A lambda, a closure or a
+    function of `__main__` has no such name: ValueError says so."""
+    if loss_fn is None:
+        return None
+    module, qualname = getattr(loss_fn, "__module__", None), getattr(loss_fn, "__qualname__", "")
+    name = f"{module}.{qualname}"
+    if module and module != "__main__" and "<" not in qualname:
+        try:
+            if import_loss_fn(name) is loss_fn:
+                return name
+        except ValueError:
+            pass
+    raise ValueError(f"loss_fn={loss_fn!r}: not importable by name ({name}); define it at the top level of a module")
+
+
+def import_loss_fn(name: str) -> LossFn:
+    """The loss function a run's config names (`loss_fn_name`); ValueError if it cannot be imported."""
+    try:
+        return get_method(name)
+    except Exception as e:  # ImportError, AttributeError, ... (hydra wraps them)
+        raise ValueError(f"loss_fn={name}: cannot be imported ({str(e).splitlines()[0][:160]})") from None

@@ -26,6 +26,7 @@ from devinterp.core.devices import Device, resolve_device
 from devinterp.core.errors import ConfigError
 from devinterp.store.metrics import read_metrics_and_problems
 from devinterp.store.run_dir import REPORT_DIRNAME, RUN_CONFIG_FILE, read_run_config
+from devinterp.store.unreadable import UnreadableFileError
 from devinterp.training.loggers import LoggerConfig, build_logger
 from devinterp.views.report import Report, build_report, format_stages
 from devinterp.views.report.build import DEFAULT_LOSS
@@ -76,6 +77,11 @@ def check_report_config(cfg: DictConfig) -> None:
     if not runs:
         raise ConfigError(f"run_dir={report_cfg.run_dir!r}: not a devinterp run directory (no {RUN_CONFIG_FILE}) "
                           "nor a multirun directory (no subdirectory with one)")
+    for run in runs:
+        try:
+            read_run_config(run)
+        except UnreadableFileError as e:
+            raise ConfigError(str(e)) from None
     if report_cfg.llc_settings is not None:
         for run in runs:
             found = split_llc_series(read_metrics_and_problems(run, latest_only=False)[0], report_cfg.llc)
@@ -95,7 +101,7 @@ def check_report_config(cfg: DictConfig) -> None:
 def log_report(report_cfg: ReportConfig, report: Report) -> None:
     """Stages table and figures to the run's wandb run (logger=wandb; a multirun's: its reported run's)."""
     run_dir = next(iter(seed_runs(Path(report_cfg.run_dir))), Path(report_cfg.run_dir))
-    logger = build_logger(report_cfg.logger, run_dir, None, group=read_run_config(run_dir)["name"])
+    logger = build_logger(report_cfg.logger, run_dir, None, group=read_run_config(run_dir).get("name"))
     try:
         logger.log_table("report/stages", report.stages)
         logger.log_images({f"report/{path.stem}": path for path in report.figures})

@@ -31,3 +31,26 @@ def _close_handlers(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+class RunLog:
+    """The `devinterp` logger writing to a run's log file instead of the console, until `close`, which
+    restores it as it was (for a run inside a library caller's process: a monitored run, an analysis of
+    checkpoint folders). Several at once each get every line."""
+
+    def __init__(self, path: Path):
+        logger = logging.getLogger(LOGGER)
+        self.saved = (logger.level, logger.propagate)
+        self.handler = logging.FileHandler(path)
+        self.handler.setFormatter(logging.Formatter(FORMAT))
+        logger.addHandler(self.handler)
+        logger.propagate = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        logger = logging.getLogger(LOGGER)
+        logger.removeHandler(self.handler)
+        self.handler.close()
+        logger.setLevel(self.saved[0])
+        logger.propagate = self.saved[1]

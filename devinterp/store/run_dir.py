@@ -60,8 +60,18 @@ def unique_run_dir(path: Path) -> Path:
 
 
 def read_run_config(run_dir: Path) -> dict:
-    """The run's resolved config (config.yaml) as plain containers."""
-    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / RUN_CONFIG_FILE), resolve=True)
+    """The run's resolved config (config.yaml) as plain containers. Raises FileNotFoundError if there
+    is none, and UnreadableFileError naming it if it is not a YAML mapping (damaged, truncated)."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # yaml's scanner/parser errors, a bad interpolation, UnicodeDecodeError, OSError
+        raise UnreadableFileError(path, error_line(e)) from None
+    if not isinstance(config, dict):
+        raise UnreadableFileError(path, f"not a mapping of config keys (a {type(config).__name__})")
+    return config
 
 
 def write_status(run_dir: Path, state: str, step: int | None, name: str = STATUS_FILE, **extra) -> None:

@@ -70,7 +70,7 @@ def run_llc_settings(run_dir: Path) -> dict | None:
     """The `llc` callback entry of the run's config.yaml ({_target_, schedule, settings...}), or None."""
     try:
         config = read_run_config(run_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnreadableFileError):
         return None
     entry = (config.get("callbacks") or {}).get(LLC_CALLBACK)
     return entry if isinstance(entry, dict) else None
