@@ -3,6 +3,8 @@
     apps         cli/ and the `python -m devinterp.<app>` shims (train.py, report.py, dashboard.py)
     views        views/ (the report, the dashboard)
     workflows    training/, analysis/
+    monitor      monitor/ (runs devinterp did not train: it uses the trainer's schedule and the analysis)
+    integrations integrations/ (thin callbacks for other frameworks, over the monitor)
     callbacks    callbacks/
     estimators   slt/, hessian/, transitions/
     data         models/, tasks/, store/
@@ -23,7 +25,8 @@ import devinterp
 
 ROOT = Path(devinterp.__file__).parent
 FLOORS = [["core"], ["models", "tasks", "store"], ["slt", "hessian", "transitions"], ["callbacks"],
-          ["training", "analysis"], ["views"], ["cli", "train", "report", "dashboard"]]
+          ["training", "analysis"], ["monitor"],
+          ["integrations"], ["views"], ["cli", "train", "report", "dashboard"]]
 FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
 APPS = set(FLOORS[-1])
 
