@@ -1,11 +1,8 @@
 """DevinterpCallback: a transformers.Trainer drives a Monitor; its run directory is a normal run."""
-import subprocess
-import sys
-
-import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
+from devinterp.cli import report as report_app
 from devinterp.integrations.hf import PREFIX, DevinterpCallback
 from devinterp.store import checkpoints, read_metrics
 from devinterp.training.schedule import CheckpointConfig, checkpoint_schedule
@@ -23,31 +20,30 @@ class Rows(torch.utils.data.Dataset):
         return {"input_ids": self.tokens[i], "labels": self.tokens[i]}
 
 
-@pytest.mark.slow(seconds=60)
-def test_trainer_run_has_loss_llc_hessian_at_its_checkpoints_and_a_stage_report(tmp_path):
+def test_trainer_run_has_loss_llc_hessian_at_its_checkpoints_and_a_stage_report(tmp_path, monkeypatch):
     tokens = counting_tokens()
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=60, per_device_train_batch_size=16,
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=40, per_device_train_batch_size=16,
                              learning_rate=1e-2, logging_steps=10, save_strategy="no", report_to=[], use_cpu=True,
                              disable_tqdm=True, seed=0)
-    callback = DevinterpCallback(data=tokens, callbacks=TINY_STUDY, checkpoints=CheckpointConfig(log=8, linear=5))
+    callback = DevinterpCallback(data=tokens, callbacks=TINY_STUDY, checkpoints=CheckpointConfig(log=6, linear=3))
     trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Rows(tokens), callbacks=[callback])
     trainer.train()
 
     run_dir = tmp_path / "out" / "devinterp"
     assert callback.monitor.run_dir == run_dir
-    schedule = checkpoint_schedule(60, 8, 5)
+    schedule = checkpoint_schedule(40, 6, 3)
     assert [info.step for info in checkpoints.list_checkpoints(run_dir)] == schedule
     metrics = read_metrics(run_dir)
     for name in ("eval/loss", "llc/mean", "hessian/top_1"):
         assert sorted(metrics[metrics.name == name].step) == schedule, name
     loss = metrics[metrics.name == "train/fixed_loss"].set_index("step").value
-    assert loss[60] < loss[0] - 1.0  # it learnt
+    assert loss[40] < loss[0] - 1.0  # it learnt
     # the Trainer's own log history carries the measurements, at the steps they describe
     logged = {(entry["step"], key) for entry in trainer.state.log_history for key in entry if key.startswith(PREFIX)}
     assert {(step, PREFIX + "llc/mean") for step in schedule} <= logged
 
-    report = subprocess.run([sys.executable, "-m", "devinterp.cli.report", f"run_dir={run_dir}"],
-                            capture_output=True, text=True)
-    assert report.returncode == 0, report.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["devinterp-report", f"run_dir={run_dir}"])
+    report_app.main()
     stages = (run_dir / "report" / "stages.csv").read_text().splitlines()
-    assert len(stages) >= 2 and any(",A," in line or ",B," in line for line in stages[1:]), report.stdout
+    assert len(stages) >= 2 and any(",A," in line or ",B," in line for line in stages[1:])
