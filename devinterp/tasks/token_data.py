@@ -3,7 +3,7 @@
 `read_token_data(source)` accepts
 - a tensor or numpy array of token ids, (sequences, seq_len); or a 1-D stream of ids, cut into
   consecutive windows of `seq_len` (the remainder is dropped);
-- a pair `(inputs, labels)` or a mapping with `input_ids` (and optionally `labels`);
+- a tuple `(inputs, labels)` (a list is rows) or a mapping with `input_ids` (and optionally `labels`);
 - a file: `.npy` / `.npz` (numpy, never with pickles), `.pt` / `.pth` / `.bin` (`torch.load` with
   `weights_only=True`: tensors, lists and dicts only, never code), `.safetensors` (keys `input_ids`
   and `labels`, or a single tensor);
@@ -85,7 +85,7 @@ def _load(source, name: str):
         return _read_path(Path(source).expanduser(), name)
     if isinstance(source, Mapping):
         return _from_mapping(source, name)
-    if isinstance(source, (tuple, list)) and len(source) == 2 and not np.isscalar(source[0]):
+    if isinstance(source, tuple) and len(source) == 2:  # a list of two rows is rows, not a pair
         return source[0], source[1]
     return source, None
 

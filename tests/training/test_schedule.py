@@ -26,3 +26,12 @@ def test_schedule_is_dense_early_and_spans_linearly():
 def test_schedule_rejects_bad_arguments(args):
     with pytest.raises(ValueError):
         checkpoint_schedule(*args)
+
+
+def test_open_ended_schedule_is_log_spaced_and_only_grows():
+    from devinterp.training.schedule import open_ended_schedule, run_schedule
+
+    steps = open_ended_schedule(1000)
+    assert steps[:4] == [0, 1, 2, 3] and steps[-1] == 1000 and len(steps) < 80
+    assert open_ended_schedule(100) == [s for s in steps if s <= 100]
+    assert run_schedule({"steps": 7, "checkpoints": {"log": 0, "linear": 0, "steps": [0, 3, 7, 9]}}) == [0, 3, 7]
