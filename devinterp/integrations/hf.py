@@ -7,8 +7,9 @@
 
 The monitor starts at `on_train_begin` (total steps: the Trainer's `max_steps`; seed: `args.seed`;
 run directory: `run_dir`, default `<output_dir>/devinterp`), records every optimizer step at
-`on_step_end` (step t: the model after t updates, `state.global_step`) with the last training loss the
-Trainer logged, and closes at `on_train_end`. Only the main process monitors.
+`on_step_end` (step t: the model after t updates, `state.global_step`), the training loss at the steps
+the Trainer logs it (`train/loss`; a checkpoint's training loss is the last one logged), and closes at
+`on_train_end`. Only the main process monitors.
 
 What it measures also goes to the Trainer's own loggers, as `devinterp/<metric>` at the step it
 describes: into `state.log_history` (the step's log entry), into the `logs` of every callback after this
@@ -41,7 +42,6 @@ class DevinterpCallback(TrainerCallback):
         self.data, self.callbacks, self.run_dir, self.loss_fn = data, callbacks, run_dir, loss_fn
         self.monitor_kwargs = {"progress": False, **monitor_kwargs}
         self.monitor: Monitor | None = None
-        self.last_loss: float | None = None
         self.pending: dict[int, dict[str, float]] = {}  # step -> metrics not yet logged
         self.logged: set[tuple[int, str]] = set()
 
@@ -56,13 +56,13 @@ class DevinterpCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.monitor is not None:
-            self._record(state.global_step, self.monitor.step(state.global_step, model, self.last_loss), control)
+            self._record(state.global_step, self.monitor.step(state.global_step, model), control)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.monitor is None or logs is None:
             return
         if "loss" in logs:
-            self.last_loss = float(logs["loss"])
+            self.monitor.record_loss(state.global_step, logs["loss"])
         for step, metrics in sorted(self.pending.items()):
             entry = state.log_history[-1] if state.log_history else None
             if step == state.global_step:

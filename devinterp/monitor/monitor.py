@@ -143,6 +143,7 @@ class Monitor:
         self.bar: tqdm | None = None
         self.model: torch.nn.Module | None = None  # the model of the last `step` call (close saves it if due)
         self.last_step: int | None = None
+        self.last_loss: float | None = None  # the latest training loss given (`step`, `record_loss`)
         self.saved: set[int] = set()
         self.skipped: list[str] = []
         self.closed = False
@@ -163,12 +164,18 @@ class Monitor:
             self._start(step, model)
         self.model, self.last_step = model, step
         if loss is not None:
-            self.writer.add(step, {"train/loss": float(loss)})
+            self.record_loss(step, loss)
         if step in self.scheduled:
-            self._save(step, model, loss)
+            self._save(step, model, self.last_loss)
         measured = self._measure(step, model) if self.runner.pending(step) else {}
         self.heartbeat.tick()
         return measured
+
+    def record_loss(self, step: int, loss: float) -> None:
+        """The training loss logged at `step`, for a framework that logs it every few steps (the Trainer):
+        recorded as `train/loss` there, and the training loss of the checkpoints saved until the next."""
+        self.last_loss = float(loss)
+        self.writer.add(step, {"train/loss": self.last_loss})
 
     def close(self) -> None:
         """Finish the run: save the last step seen (if the schedule has not), measure what is still due
@@ -179,7 +186,7 @@ class Monitor:
         try:
             if self.runner is not None:
                 if self.last_step not in self.saved:
-                    self._save(self.last_step, self.model, None)
+                    self._save(self.last_step, self.model, self.last_loss)
                 self._finalize_config()
                 self._finish_measuring()
                 for callback in self.runner.callbacks:

@@ -36,6 +36,8 @@ def test_trainer_run_has_loss_llc_hessian_at_its_checkpoints_and_a_stage_report(
     metrics = read_metrics(run_dir)
     for name in ("eval/loss", "llc/mean", "hessian/top_1"):
         assert sorted(metrics[metrics.name == name].step) == schedule, name
+    # train/loss where the Trainer logged it: every logging_steps, and at the steps it measured (it asks for a log)
+    assert set(metrics[metrics.name == "train/loss"].step) == {10, 20, 30, 40} | (set(schedule) - {0})
     loss = metrics[metrics.name == "train/fixed_loss"].set_index("step").value
     assert loss[40] < loss[0] - 1.0  # it learnt
     # the Trainer's own log history carries the measurements, at the steps they describe
