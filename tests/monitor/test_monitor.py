@@ -2,6 +2,7 @@
 model measured through its own loss, bad arguments; `import devinterp` exports lazily."""
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from devinterp.core.errors import ConfigError
 from devinterp.store import checkpoints, read_metrics
 from devinterp.store.run_dir import read_run_config, read_status
 from devinterp.training.schedule import open_ended_schedule
+from devinterp.views.dashboard import data as dashboard_data
 from tests.monitor.tiny import (TINY_STUDY, BagOfTokens, classifier_loss, counting_tokens, tiny_gpt2,
                                 train_steps)
 
@@ -39,6 +41,14 @@ def test_an_open_ended_run_is_a_normal_run_directory_that_analysis_reads(tmp_pat
     analyze_app.main()
     assert f"analysed {len(saved)} checkpoints" in capsys.readouterr().out
     assert sorted(read_metrics(run_dir).query("name == 'weights/norm'").step) == saved
+    # a follower finds the run finished and everything stored; the dashboard reads it
+    monkeypatch.setattr("sys.argv", ["devinterp-analyze", f"run_dir={run_dir}", "callbacks=[weights]", "follow=true",
+                                     "progress=false"])
+    with pytest.raises(SystemExit) as exited:
+        analyze_app.main()
+    assert exited.value.code == 0
+    loaded = dashboard_data.load_run(run_dir.parent, run_dir, time.time(), stale_after=600)
+    assert loaded.errors == () and loaded.status.badge == "finished" and list(loaded.checkpoint_steps) == saved
 
 
 def test_a_classifier_is_measured_through_its_loss_fn_and_induction_says_why_it_is_skipped(tmp_path, capsys):
