@@ -42,13 +42,8 @@ def train_steps(model, tokens: torch.Tensor, steps: int, lr: float = 1e-2, seed:
 
 
 def cli_overrides(spec: list[str] = TINY_STUDY) -> list[str]:
-    """The same callbacks as command-line overrides (`callbacks=study callbacks.llc.num_draws=10 ...`);
-    `+` for the settings the preset's YAML does not list."""
-    out = [f"callbacks={spec[0]}"]
-    for item in spec[1:]:
-        key = item.split("=", 1)[0]
-        out.append(("+" if key == "llc.preconditioner" else "") + "callbacks." + item)
-    return out
+    """The same callbacks as command-line overrides (`callbacks=study callbacks.llc.num_draws=10 ...`)."""
+    return [f"callbacks={spec[0]}", *("callbacks." + item for item in spec[1:])]
 
 
 def save_checkpoint_folders(directory, steps=(0, 2, 5, 10, 20, 30), tokens=None, seed: int = 0) -> list[int]:
