@@ -31,7 +31,7 @@ from devinterp.views.report import build_report, format_stages
 # checkpoints (the loss and the other callbacks at every one) so that both runs fit in ~5 minutes. Both
 # LLCs use the presets' auto-calibrated settings.
 DEMO_RUNS = {
-    "induction": ["name=demo", "callbacks=study", "callbacks.llc.schedule.checkpoint_stride=14",
+    "induction": ["name=demo", "callbacks=study", "callbacks.llc.schedule.checkpoint_stride=9",
                   "callbacks.hessian.schedule.checkpoint_stride=8"],
     "grokking": ["name=demo_grokking", "experiment=grokking", "callbacks.llc.schedule.checkpoint_stride=4",
                  "callbacks.hessian.schedule.checkpoint_stride=8"],
