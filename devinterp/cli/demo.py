@@ -28,7 +28,7 @@ from devinterp.cli.train import compose_train_config, run, run_summary
 from devinterp.views.report import build_report, format_stages
 
 # label -> the overrides of its run: the presets, with the LLC and the Hessian measured at fewer of the
-# checkpoints (the loss and the other callbacks at every one) so that both runs fit in ~5 minutes. Both
+# checkpoints (the loss and the other callbacks at every one) to keep both runs short (~6½ minutes). Both
 # LLCs use the presets' auto-calibrated settings.
 DEMO_RUNS = {
     "induction": ["name=demo", "callbacks=study", "callbacks.llc.schedule.checkpoint_stride=9",
