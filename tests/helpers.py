@@ -27,3 +27,13 @@ def callback_rows(run_dir: Path) -> pd.DataFrame:
     frame = read_metrics(run_dir)
     frame = frame[frame.callback != "train"]
     return frame.sort_values(["step", "name"]).reset_index(drop=True)[["step", "name", "value", "callback"]]
+
+
+def run_app(monkeypatch, main, *argv: str) -> int:
+    """Run a command-line app's `main` with `argv` (program name first) and return its exit code."""
+    monkeypatch.setattr("sys.argv", list(argv))
+    try:
+        main()
+    except SystemExit as e:
+        return e.code or 0
+    return 0

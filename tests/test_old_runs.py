@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_app
+
 FIXTURE = Path(__file__).parent / "fixtures" / "run_b327f2d"
 CHECKPOINT_STEPS = (0, 1, 3, 7, 10, 20)
 
@@ -55,15 +57,6 @@ def test_dashboard_reads_the_old_run(old_run):
     assert loaded.checkpoint_steps == CHECKPOINT_STEPS
     assert {"train/loss", "eval/loss", "llc/mean", "weights/norm"} <= set(loaded.metrics["name"])
     assert loaded.stages["type"].tolist() == ["other"]
-
-
-def run_app(monkeypatch, main, *argv) -> int:
-    monkeypatch.setattr("sys.argv", list(argv))
-    try:
-        main()
-    except SystemExit as e:
-        return e.code or 0
-    return 0
 
 
 def test_the_apps_read_the_old_run(old_run, tmp_path, monkeypatch, capsys):

@@ -12,6 +12,7 @@ import torch
 from devinterp.cli import analyze as analyze_app
 from devinterp.cli import report as report_app
 from devinterp.store import checkpoints, read_metrics
+from tests.helpers import run_app
 from tests.monitor.tiny import cli_overrides, counting_tokens, save_checkpoint_folders
 
 STEPS = [0, 2, 5, 10, 20, 30]
@@ -34,15 +35,6 @@ def foreign(tmp_path_factory):
     save_checkpoint_folders(root / "out", STEPS)
     np.save(root / "tokens.npy", counting_tokens().numpy())
     return root / "out", root / "tokens.npy"
-
-
-def run_app(monkeypatch, main, *argv) -> int:
-    monkeypatch.setattr("sys.argv", list(argv))
-    try:
-        main()
-    except SystemExit as e:
-        return e.code or 0
-    return 0
 
 
 def test_checkpoint_folders_are_analysed_and_reported_and_their_pickles_never_run(foreign, tmp_path, monkeypatch,

@@ -12,6 +12,7 @@ from devinterp.cli import analyze as analyze_app
 from devinterp.cli import report as report_app
 from devinterp.store import checkpoints, read_metrics
 from devinterp.training.schedule import CheckpointConfig
+from tests.helpers import run_app
 from tests.monitor.tiny import TINY_STUDY, cli_overrides
 
 README = Path(__file__).parents[2] / "README.md"
@@ -26,15 +27,6 @@ def section_blocks() -> list[tuple[str, str]]:
     start = text.index(SECTION)
     section = text[start:text.index("\n## ", start + len(SECTION))]
     return re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
-
-
-def run_app(monkeypatch, main, argv: list[str]) -> int:
-    monkeypatch.setattr("sys.argv", argv)
-    try:
-        main()
-    except SystemExit as e:
-        return e.code or 0
-    return 0
 
 
 def test_the_bring_your_own_run_examples_run(tmp_path, monkeypatch, capsys):
@@ -59,8 +51,8 @@ def test_the_bring_your_own_run_examples_run(tmp_path, monkeypatch, capsys):
     commands = [shlex.split(line) for line in dict(blocks)["bash"].splitlines() if line.startswith("devinterp-")]
     assert [argv[0] for argv in commands] == ["devinterp-analyze", "devinterp-report"]
     analyze_argv = [arg for arg in commands[0] if arg != "callbacks=study"] + cli_overrides() + ["progress=false"]
-    assert run_app(monkeypatch, analyze_app.main, analyze_argv) == 0
-    assert run_app(monkeypatch, report_app.main, commands[1]) == 0
+    assert run_app(monkeypatch, analyze_app.main, *analyze_argv) == 0
+    assert run_app(monkeypatch, report_app.main, *commands[1]) == 0
     posthoc = tmp_path / "out" / "posthoc"
     assert [info.step for info in checkpoints.list_checkpoints(posthoc)] == [15, 30, 45, 60]
     assert (posthoc / "report" / "stages.csv").is_file()
