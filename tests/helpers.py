@@ -4,9 +4,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, StageCurve
 from devinterp.store import read_metrics
 
 
@@ -37,3 +39,19 @@ def run_app(monkeypatch, main, *argv: str) -> int:
     except SystemExit as e:
         return e.code or 0
     return 0
+
+
+class CurveCallback(Callback):
+    """A callback whose curve is known: an A-B-A shape in ln(step + 1) (up to step `peak`, down to `dip`,
+    up again), plus noise of std 0.3 seeded by the step: what adaptive schedules are tested on without
+    the cost of an LLC."""
+
+    name = "curve"
+    stage_curve = StageCurve("curve/value", "curve/std")
+    knots = ((0, 1.0), (20, 10.0), (80, 6.0), (300, 14.0))
+
+    def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
+        x = np.log1p([k for k, _ in self.knots])
+        value = float(np.interp(np.log1p(ctx.step), x, [v for _, v in self.knots]))
+        noise = float(np.random.default_rng(ctx.seed).normal(0.0, 0.3))
+        return CallbackOutput({"curve/value": value + noise, "curve/std": 0.3})

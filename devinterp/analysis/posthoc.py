@@ -223,7 +223,7 @@ def summarize(run_dir: Path, jobs: list[CheckpointJob], results: list[JobResult]
             totals[name] += value
     failures = sum(len(r.failed) for r in results)  # the passes run disjoint (step, callback) pairs
     unreadable = {r.step: r.unreadable for r in results if r.unreadable}
-    return AnalysisResult(run_dir, sorted(job.step for job in jobs), seconds, dict(totals), failures, unreadable)
+    return AnalysisResult(run_dir, sorted({job.step for job in jobs}), seconds, dict(totals), failures, unreadable)
 
 
 def analyze(
@@ -248,16 +248,30 @@ def analyze(
         runner = make_runner(run_dir, callbacks, data)
         jobs = plan_jobs(runner, run_dir, device, steps)
     write_analysis_status(run_dir, "analysing", 0)
-    state = "failed"
+    state, planned, results = "failed", [], []
     try:
-        results = run_jobs(run_dir, jobs, executor, progress)
-        results += run_jobs(run_dir, deferred_jobs(jobs, results), executor, progress, desc="after calibration")
-        results += run_jobs(run_dir, waiting_jobs(jobs, results), executor, progress, desc="wait for others")
+        round_number = 0
+        while jobs:
+            desc = "analyse" if round_number == 0 else f"refine {round_number}"
+            planned += jobs
+            results += run_jobs(run_dir, jobs, executor, progress, desc=desc)
+            results += run_jobs(run_dir, deferred_jobs(jobs, results), executor, progress, desc="after calibration")
+            results += run_jobs(run_dir, waiting_jobs(jobs, results), executor, progress, desc="wait for others")
+            # An adaptive schedule's next round, now that this one is stored (nothing is tried twice).
+            jobs = untried(plan_jobs(make_runner(run_dir, callbacks, data), run_dir, device, steps), planned)
+            round_number += 1
         state = "finished"
     finally:
-        write_analysis_status(run_dir, state, max((job.step for job in jobs), default=0))
+        write_analysis_status(run_dir, state, max((job.step for job in planned), default=0))
         ResultStore(run_dir).remove_stale_locks()
-    return replace(summarize(run_dir, jobs, results, time.perf_counter() - started), skipped=skipped)
+    return replace(summarize(run_dir, planned, results, time.perf_counter() - started), skipped=skipped)
+
+
+def untried(jobs: list[CheckpointJob], planned: list[CheckpointJob]) -> list[CheckpointJob]:
+    """`jobs` without the (step, callback) pairs of `planned` (a failure stays a failure until the next analysis)."""
+    tried = {(job.step, c.name) for job in planned for c in job.callbacks}
+    kept = [replace(job, callbacks=tuple(c for c in job.callbacks if (job.step, c.name) not in tried)) for job in jobs]
+    return [job for job in kept if job.callbacks]
 
 
 def applicable_to_run(run_dir: Path, callbacks: list[Callback], data: RunData, device: str,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from omegaconf import OmegaConf
 # require and positive are also the callbacks' own building blocks of Settings.validate
 from devinterp.core.errors import ConfigError, SettingError, describe, positive, require  # noqa: F401
 from devinterp.tasks import Task
+from devinterp.transitions.adaptive import AdaptiveSettings, initial_steps
+
+ADAPTIVE = "adaptive"  # `schedule: adaptive`
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class Schedule:
 
     - `at_checkpoints`: at checkpoint steps; with `checkpoint_stride=k`, only every k-th one
       (indices 0, k, 2k, ... of the run's checkpoint schedule) and always the last one;
+    - `adaptive` (instead of `at_checkpoints`; `schedule: adaptive` in a config): at the checkpoints that
+      `devinterp.transitions.adaptive` chooses from the callback's own stored curve (its `stage_curve`),
+      round by round: a coarse log-spaced set, then refinements around stage boundaries and bends (the
+      runner adds each round once the one before is stored, see `CallbackRunner.pending_steps`);
     - `every`: additionally every N steps (live runs only: post hoc needs a saved checkpoint);
     - `steps`: additionally these explicit steps.
     """
@@ -39,6 +46,7 @@ class Schedule:
     checkpoint_stride: int = 1
     every: int | None = None
     steps: tuple[int, ...] = ()
+    adaptive: AdaptiveSettings | None = None
 
     def __post_init__(self):
         require(self.checkpoint_stride >= 1, "schedule.checkpoint_stride", self.checkpoint_stride, "must be >= 1")
@@ -47,8 +55,11 @@ class Schedule:
             require(step >= 0, "schedule.steps", list(self.steps), "steps must be >= 0")
 
     def due_steps(self, checkpoint_steps: list[int], total_steps: int) -> set[int]:
+        """The steps due before any adaptive refinement (for `adaptive`: its round 0)."""
         due = set(int(s) for s in self.steps if 0 <= s <= total_steps)
-        if self.at_checkpoints and checkpoint_steps:
+        if self.adaptive is not None:
+            due.update(initial_steps(checkpoint_steps, self.adaptive.initial))
+        elif self.at_checkpoints and checkpoint_steps:
             due.update(checkpoint_steps[:: self.checkpoint_stride])
             due.add(checkpoint_steps[-1])
         if self.every:
@@ -91,6 +102,15 @@ def derive_seed(run_seed: int, step: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+@dataclass(frozen=True)
+class StageCurve:
+    """Names of a callback's scalars: `value` (the curve), `std` (its noise std) and `healthy` (1/0) or None."""
+
+    value: str
+    std: str | None = None
+    healthy: str | None = None
+
+
 @dataclass
 class NoSettings:
     pass
@@ -109,10 +129,15 @@ class Callback:
 
     name: str = "callback"
     Settings: type = NoSettings
+    # The scalar whose curve feeds stage detection, with its noise std and health verdict (or None): what
+    # an adaptive schedule follows. None: this callback cannot be scheduled adaptively.
+    stage_curve: StageCurve | None = None
 
-    def __init__(self, schedule: Schedule | dict | None = None, **settings):
+    def __init__(self, schedule: Schedule | dict | str | None = None, **settings):
         try:
             self.schedule = _as_schedule(schedule)
+            require(self.schedule.adaptive is None or self.stage_curve is not None, "schedule", ADAPTIVE,
+                    "this callback has no curve for stage detection to follow (adaptive: llc, hessian)")
             merged = OmegaConf.merge(OmegaConf.structured(self.Settings), settings)
             self.config = OmegaConf.to_object(merged)
             if hasattr(self.config, "validate"):
@@ -151,17 +176,40 @@ class Callback:
 
 @dataclass
 class ScheduleSettings:
-    """Config schema of a Schedule (see there)."""
+    """Config schema of a Schedule (see there). `adaptive`: null (off), true (the default settings) or
+    the settings of `devinterp.transitions.adaptive.AdaptiveSettings`."""
 
     at_checkpoints: bool = True
     checkpoint_stride: int = 1
     every: Optional[int] = None
     steps: List[int] = field(default_factory=list)
+    adaptive: Any = None
 
 
 def _as_schedule(schedule) -> Schedule:
     if isinstance(schedule, Schedule):
         return schedule
+    if schedule == ADAPTIVE:
+        schedule = {"adaptive": True}
+    if isinstance(schedule, str):
+        raise SettingError("schedule", schedule, f'must be a mapping or "{ADAPTIVE}"')
     merged = OmegaConf.merge(OmegaConf.structured(ScheduleSettings), {} if schedule is None else schedule)
     values = OmegaConf.to_container(merged)
-    return Schedule(**{**values, "steps": tuple(values["steps"])})
+    return Schedule(**{**values, "steps": tuple(values["steps"]), "adaptive": _as_adaptive(values["adaptive"])})
+
+
+def _as_adaptive(value) -> AdaptiveSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AdaptiveSettings()
+    if not isinstance(value, dict):
+        raise SettingError("schedule.adaptive", value, "must be true, false, null or a mapping of its settings")
+    unknown = sorted(set(value) - {f.name for f in fields(AdaptiveSettings)})
+    if unknown:
+        raise SettingError(f"schedule.adaptive.{unknown[0]}", value[unknown[0]],
+                           f"not a setting (settings: {', '.join(f.name for f in fields(AdaptiveSettings))})")
+    try:
+        return AdaptiveSettings(**value)
+    except (TypeError, ValueError) as e:
+        raise SettingError("schedule.adaptive", value, str(e)) from None

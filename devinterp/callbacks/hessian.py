@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
+from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, StageCurve, positive, require
 from devinterp.callbacks.llc import next_token_loss
 from devinterp.hessian import hessian_spectrum
 
@@ -54,6 +54,7 @@ class HessianCallback(Callback):
 
     name = "hessian"
     Settings = HessianSettings
+    stage_curve = StageCurve("hessian/trace", "hessian/trace_stderr")
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
         c = self.config

@@ -25,7 +25,8 @@ from typing import Any, Optional
 import numpy as np
 from torch.utils.data import TensorDataset
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, Deferred, positive, require
+from devinterp.callbacks.base import (Callback, CallbackContext, CallbackOutput, Deferred, StageCurve, positive,
+                                      require)
 from devinterp.models import head_parameter_masks
 from devinterp.slt import calibrate, estimate_llc
 from devinterp.slt.llc import PRECONDITIONERS
@@ -112,6 +113,7 @@ class LLCCallback(Callback):
 
     name = "llc"
     Settings = LLCSettings
+    stage_curve = StageCurve("llc/mean", "llc/std", "llc/healthy")
 
     def __init__(self, schedule=None, **settings):
         super().__init__(schedule, **settings)

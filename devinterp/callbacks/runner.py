@@ -6,7 +6,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,8 +16,10 @@ from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, 
 from devinterp.callbacks.custom_loss import LossFn, prefixed, with_loss
 from devinterp.core.progress import CostModel
 from devinterp.core.errors import ConfigError
+from devinterp.store.adaptive import write_adaptive_record
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
+from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, adaptive_rounds
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +116,44 @@ class CallbackRunner:
     failed: list[tuple[int, str]] = field(default_factory=list)
     busy: list[tuple[int, str]] = field(default_factory=list)
     deferred: set[tuple[int, str]] = field(default_factory=set)  # (step, callback) that raised Deferred
+    _rounds: dict[str, list[list[int]]] = field(default_factory=dict)  # adaptive callbacks: their rounds so far
 
     def __post_init__(self):
         self._due = {c.name: c.schedule.due_steps(self.checkpoint_steps, self.total_steps) for c in self.callbacks}
         self._done = self.store.completed() if self.completed is None else set(self.completed)
+        self.refine()
+
+    def refine(self) -> bool:
+        """Add to the due steps of each adaptively scheduled callback the refinement rounds its stored results
+        call for (`devinterp.transitions.adaptive`), and record its rounds in the run (`store.adaptive`).
+        Returns whether a step was added. Also called by `pending_steps`."""
+        added = False
+        for callback in self.callbacks:
+            if callback.schedule.adaptive is None:
+                continue
+            rounds = self.adaptive_rounds(callback)
+            if rounds == self._rounds.get(callback.name):
+                continue
+            self._rounds[callback.name] = rounds
+            new = set().union(*rounds) - self._due[callback.name]
+            self._due[callback.name] |= new
+            added = added or bool(new)
+            write_adaptive_record(self.store.run_dir, callback.name, callback.settings_hash, {
+                "checkpoint_steps": sorted(self.checkpoint_steps), "rounds": rounds,
+                "settings": asdict(callback.schedule.adaptive)})
+        return added
+
+    def adaptive_rounds(self, callback: Callback) -> list[list[int]]:
+        """The rounds of an adaptively scheduled callback so far, from its stored results (a failed
+        measurement counts as measured, without a value)."""
+        names = callback.stage_curve
+        stored = self.store.scalars(callback.name, callback.settings_hash,
+                                    [n for n in (names.value, names.std, names.healthy) if n is not None])
+        curve = stored.rename(columns={names.value: VALUE, names.std: STD, names.healthy: HEALTHY})
+        failed = {int(r["step"]) for r in self.store.failures()
+                  if r.get("callback") == callback.name and r.get("settings") == callback.settings_hash}
+        failed |= {step for step, name in self.failed if name == callback.name}
+        return adaptive_rounds(self.checkpoint_steps, curve, callback.schedule.adaptive, failed)
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -137,6 +173,8 @@ class CallbackRunner:
                 if step in self._due[c.name] and (step, c.name, c.settings_hash) not in self._done]
 
     def pending_steps(self) -> list[int]:
+        """Every step with a callback due and not stored (adaptive schedules refined first)."""
+        self.refine()
         steps = set().union(*self._due.values()) if self._due else set()
         return sorted(s for s in steps if self.pending(s))
 
@@ -179,6 +217,15 @@ class CallbackRunner:
         waiting = sorted(s for s in available if s < before and any(c.name in ready for c in self.pending(s)))
         for step in waiting:
             self.run(step, load_model(step), device, only=ready)
+
+    def finish(self, available: set[int], load_model: Callable[[int], torch.nn.Module], device: torch.device) -> None:
+        """Measure everything still pending at saved steps (`available`), loading each with `load_model(step)`,
+        round after round until no adaptive schedule adds a step (the end of a live run)."""
+        tried: set[int] = set()
+        while todo := [s for s in self.pending_steps() if s in available and s not in tried]:
+            for step in todo:
+                self.run(step, load_model(step), device)
+                tried.add(step)
 
     def _run_one(self, callback: Callback, step: int, model: torch.nn.Module, device: torch.device) -> CallbackOutput:
         """Run and store one callback (or record its failure); returns its output (empty if it failed).

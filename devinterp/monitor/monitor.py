@@ -263,9 +263,7 @@ class Monitor:
         steps = sorted(self.saved)
         runner = CallbackRunner(self.runner.callbacks, self.runner.data, self.runner.store, steps, self.last_step,
                                 run_finished=True, announce=self._announce)
-        for step in runner.pending_steps():
-            if step in self.saved:
-                runner.run(step, self._load(step), self.device)
+        runner.finish(self.saved, self._load, self.device)
         if steps:
             runner.catch_up(steps[-1], self.saved, self._load, self.device)
         for name, seconds in runner.costs.totals.items():

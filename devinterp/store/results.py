@@ -31,9 +31,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from devinterp.store.atomic import atomic_write_bytes, atomic_write_json
-from devinterp.store.metrics import METRICS_DIRNAME, write_part
+from devinterp.store.metrics import METRICS_DIRNAME, PartCache, write_part
 from devinterp.store.unreadable import UnreadableFileError, error_line, has_parquet_magic, warn_unreadable
 
 ARRAYS_DIRNAME = "arrays"
@@ -49,6 +50,7 @@ def result_key(callback: str, settings: str) -> str:
 class ResultStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
+        self._parts = PartCache()  # `scalars` is read at every poll of a follower: parse each part once
 
     def completed(self) -> set[tuple[int, str, str]]:
         """(step, callback name, settings hash) of every stored result (unreadable parts are
@@ -125,6 +127,21 @@ class ResultStore:
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 warn_unreadable(UnreadableFileError(path, error_line(e)))
         return records
+
+    def scalars(self, callback: str, settings: str, names: list[str]) -> pd.DataFrame:
+        """The stored scalars `names` of one callback's settings: one row per stored step (index `step`,
+        ascending), one column per name (NaN where a result lacks it). Unreadable parts are left out
+        (with a warning, as `completed` does)."""
+        rows = []
+        for path in (self.run_dir / METRICS_DIRNAME).glob(f"part-*-cb-{result_key(callback, settings)}-s*.parquet"):
+            if self._readable(path):
+                try:
+                    rows.append(self._parts.read(path))
+                except (FileNotFoundError, UnreadableFileError):
+                    continue
+        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["step", "name", "value"])
+        wide = frame[frame["name"].isin(names)].pivot_table(index="step", columns="name", values="value", aggfunc="last")
+        return wide.reindex(columns=names).rename_axis("step").sort_index()
 
     def load_arrays(self, callback: str, settings: str, step: int) -> dict[str, np.ndarray]:
         """The arrays of one result. Raises FileNotFoundError if it has none, UnreadableFileError

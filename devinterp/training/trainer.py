@@ -253,5 +253,7 @@ def run_steps(cfg: TrainConfig, run_dir: Path, task: Task, state: TrainingState,
             logger.log(step, train_metrics)
             progress.update(last_loss, train_seconds / (step + 1 - state.start_step), cfg.steps - step - 1,
                             runner.costs.estimate(runner.remaining_calls(step)))
+    # Adaptive schedules' refinement rounds: each needs the round before it measured, so they run now.
+    runner.finish(saved_steps, lambda s: checkpoints.load(run_dir, s, device), device)
     writer.flush()
     return train_seconds

@@ -47,6 +47,7 @@ supporting events (``signals``, a list of dicts as produced by `signals.transiti
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -131,6 +132,7 @@ def detect_transitions(
     plateau_rel: float = 0.05,
     loss_flat_tol: float = 0.1,
     min_points: int = 6,
+    point_steps: Sequence[int] | None = None,
     min_lengthscale: float = 0.15,
     max_points: int = 150,
 ) -> pd.DataFrame:
@@ -162,20 +164,21 @@ def detect_transitions(
     loss_flat_tol: a B stage whose smoothed loss moved more than this fraction of its range is flagged
         in the evidence (it stays B: the type comes from the LLC).
     min_points: a plateau stage at either end with fewer logged LLC steps is merged inward.
+    point_steps: the steps that count towards `min_points` instead of the logged LLC steps: an LLC measured
+        at adaptively chosen checkpoints (`adaptive`) passes all the run's checkpoints, as its plateaus
+        hold checkpoints it chose not to measure.
     min_lengthscale, max_points: smoothing settings (see `smoothing.fit_gp`).
     """
     _check_arguments(metrics_df, min_stage_length, loss_flat_tol)
     wide = to_wide(metrics_df)
-    steps, values = get_series(wide, llc, what="llc")
-    if len(np.unique(steps)) < MIN_LLC_POINTS:
-        raise ValueError(f"need LLC values at >= {MIN_LLC_POINTS} distinct steps, got {len(np.unique(steps))}")
-    noise = _llc_noise(wide, llc, llc_std, steps, n_chains)
-    steps, values, noise, unhealthy, excluded = _handle_unhealthy(wide, llc_healthy, steps, values, noise)
-    llc_fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale, max_points=max_points)
+    curve = fit_llc_curve(wide, llc, llc_std, llc_healthy=llc_healthy, n_chains=n_chains,
+                          min_lengthscale=min_lengthscale, max_points=max_points)
+    steps, llc_fit, unhealthy, excluded = curve.steps, curve.fit, curve.unhealthy, curve.excluded
     xs = log_step(steps)
     segs = segment_curve(llc_fit, float(xs.min()), float(xs.max()), z_slope=z_slope, plateau_rel=plateau_rel,
                          min_length=min_stage_length, min_confidence=min_confidence)
-    bounds, directions = _snap_to_logged_steps(_merge_thin_edges(segs, xs, min_points), xs, steps)
+    counted = xs if point_steps is None else log_step(point_steps)
+    bounds, directions = _snap_to_logged_steps(_merge_thin_edges(segs, counted, min_points), xs, steps)
     b_x = log_step(bounds)
     llc_at, delta, z, llc_range = _llc_changes(llc_fit, b_x, xs)
     loss_fit, loss_at, loss_range = _loss_at(wide, loss, b_x, xs, min_lengthscale, max_points)
@@ -201,6 +204,29 @@ def detect_transitions(
             "evidence": stage_evidence(change, loss_flat_tol, inside, flagged, excluded, moved[i]),
         })
     return _stage_table(rows, llc_fit, loss_fit, events, unhealthy, excluded)
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """The LLC points a stage fit rests on (unhealthy ones left out where `excluded`) and their GP fit."""
+
+    steps: np.ndarray
+    fit: GPFit
+    unhealthy: list[int]  # steps whose estimate failed its health verdict
+    excluded: bool  # whether they were left out of `steps` (else kept with UNHEALTHY_NOISE_FACTOR x their noise)
+
+
+def fit_llc_curve(wide: pd.DataFrame, llc: str, llc_std: str | None = None, *, llc_healthy: str | None = None,
+                  n_chains: int | None = None, min_lengthscale: float = 0.15, max_points: int = 150) -> CurveFit:
+    """Steps 1-2 of `detect_transitions` (its arguments of the same names): the smoothed LLC curve of a wide
+    metrics table. ValueError with fewer than MIN_LLC_POINTS distinct steps."""
+    steps, values = get_series(wide, llc, what="llc")
+    if len(np.unique(steps)) < MIN_LLC_POINTS:
+        raise ValueError(f"need LLC values at >= {MIN_LLC_POINTS} distinct steps, got {len(np.unique(steps))}")
+    noise = _llc_noise(wide, llc, llc_std, steps, n_chains)
+    steps, values, noise, unhealthy, excluded = _handle_unhealthy(wide, llc_healthy, steps, values, noise)
+    fit = fit_gp(steps, values, noise, min_lengthscale=min_lengthscale, max_points=max_points)
+    return CurveFit(steps, fit, unhealthy, excluded)
 
 
 def _check_arguments(metrics_df, min_stage_length: float, loss_flat_tol: float) -> None:

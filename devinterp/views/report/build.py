@@ -25,10 +25,12 @@ import pandas as pd
 
 from devinterp.analysis.outputs import checkpoint_outputs
 from devinterp.slt.llc import MIN_ESS, failed_checks
+from devinterp.store.adaptive import read_adaptive_record
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
 from devinterp.store.run_dir import REPORT_DIRNAME, STAGES_FILE
+from devinterp.store.unreadable import UnreadableFileError
 from devinterp.transitions import detect_transitions, essential_dynamics
 from devinterp.transitions.detect import STAGE_COLUMNS
 from devinterp.transitions.movers import MOVER_METRICS
@@ -107,7 +109,10 @@ def read_run_llc(run_dir: Path, llc: str, llc_settings: str | None, notes: list[
     return RunLLC(Path(run_dir), rows, metrics_view(rows, series, primary), series, primary, why, labels, settings)
 
 
-def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None, notes: list[str]) -> pd.DataFrame:
+def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None, notes: list[str],
+                point_steps: list[int] | None = None) -> pd.DataFrame:
+    """The stage table of one LLC series (`detect_transitions`); `point_steps`: the checkpoints an adaptively
+    scheduled series chose from (`adaptive_schedule`)."""
     logged = set(metrics["name"].unique())
     if llc not in logged:
         notes.append(f"No '{llc}' metric in this run: no stages (run devinterp-analyze with the llc callback).")
@@ -125,12 +130,38 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
                                     llc_std=if_logged(llc_std), llc_healthy=if_logged(healthy),
                                     icl_score=if_logged("eval/icl_score"),
                                     prefix_matching=if_logged("induction/prefix_matching_max"),
-                                    movers=MOVER_METRICS)
+                                    movers=MOVER_METRICS, point_steps=point_steps)
     except ValueError as e:
         notes.append(f"Stage detection not possible: {e}")
         return pd.DataFrame(columns=REPORT_STAGE_COLUMNS)
     stages[ROBUSTNESS_COLUMN] = ""
     return stages
+
+
+def adaptive_schedule(run: RunLLC, llc: str, notes: list[str]) -> dict | None:
+    """The adaptive schedule record of the run's primary LLC series (`devinterp.store.adaptive`), or None
+    when it was not scheduled adaptively; a note says what it measured and saved."""
+    if run.primary is None:
+        return None
+    try:
+        record = read_adaptive_record(run.run_dir, llc.rsplit("/", 1)[0], run.primary)
+    except UnreadableFileError as e:
+        notes.append(f"Skipped an unreadable adaptive-schedule record: {e}")
+        return None
+    if record is None:
+        return None
+    rounds, total = record["rounds"], len(record["checkpoint_steps"])
+    measured = len(set().union(*map(set, rounds)))
+    notes.append(f"LLC scheduled adaptively: {measured} of {total} checkpoints measured ({measured / total:.0%}): "
+                 f"{len(rounds[0])} coarse, {measured - len(rounds[0])} added in {len(rounds) - 1} refinement "
+                 f"round(s) (triangles in the LLC figure); {total - measured} estimates saved against measuring "
+                 "every checkpoint.")
+    return record
+
+
+def refined_steps(record: dict | None) -> set[int]:
+    """The steps an adaptive schedule's refinement rounds added (none without a record)."""
+    return set().union(*map(set, record["rounds"][1:])) if record else set()
 
 
 def format_stages(stages: pd.DataFrame) -> str:
@@ -184,7 +215,9 @@ def compare_seeds(seeds: list[Path], llc: str, loss: str, llc_std: str | None, l
         if run.primary is None:
             notes.append(f"Seed run {seed_dir.name}: no '{llc}' metric; not compared.")
             continue
-        compared[seed_dir.name] = find_stages(run.metrics, llc, loss, llc_std, own_notes)
+        record = adaptive_schedule(run, llc, [])
+        compared[seed_dir.name] = find_stages(run.metrics, llc, loss, llc_std, own_notes,
+                                              record["checkpoint_steps"] if record else None)
         curves[seed_dir.name] = metric_series(run.metrics, llc).sort_index()
         notes.append(f"Seed run {seed_dir.name} (LLC series {run.labels[run.primary]}): stages "
                      f"{stage_summary(compared[seed_dir.name])}." + "".join(f" {n}" for n in own_notes))
@@ -255,7 +288,8 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     seed_stages, seed_curves = compare_seeds(seeds[1:], llc, loss, llc_std, llc_settings, notes)
     out.mkdir(parents=True, exist_ok=True)
     metrics = run.metrics
-    stages = find_stages(metrics, llc, loss, llc_std, notes)
+    record = adaptive_schedule(run, llc, notes)
+    stages = find_stages(metrics, llc, loss, llc_std, notes, record["checkpoint_steps"] if record else None)
     compared = compare_settings(run, llc, loss, llc_std, notes)
     if not stages.empty:
         stages = mark_robustness(stages, compared, "LLC settings")
@@ -269,7 +303,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     overlay.update({f"seed run {name}": curve for name, curve in seed_curves.items()})
     llc_label = "LLC (mean over chains)" + (f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
                                             if overlay else "")
-    made = draw_figures(metrics, stages, out, llc, llc_std, llc_label, overlay)
+    made = draw_figures(metrics, stages, out, llc, llc_std, llc_label, overlay, refined_steps(record))
     ed_boundaries, ed_figure = essential_dynamics_boundaries(main_run, stages, out, ed_examples, device, notes)
     report = Report(out, stages, [p for p in [*made, ed_figure] if p is not None], notes, ed_boundaries,
                     {**compared, **seed_stages})
@@ -278,14 +312,15 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
 
 
 def draw_figures(metrics: pd.DataFrame, stages: pd.DataFrame, out: Path, llc: str, llc_std: str | None,
-                 llc_label: str, overlay: dict[str, pd.Series]) -> list[Path | None]:
+                 llc_label: str, overlay: dict[str, pd.Series], refined: set[int]) -> list[Path | None]:
     """The report's figures over training into `out` (None for each without data)."""
     return [
         figures.line_plot(metrics, stages, {"train/loss": "train (batch)", "eval/loss": "eval",
                                             "eval/loss_repeated": "eval, repeated tokens"},
                           "Loss", "cross-entropy (nats)", out / "loss.png"),
         figures.line_plot(metrics, stages, {llc: llc_label}, "Local learning coefficient", "λ̂", out / "llc.png",
-                          band=(llc, llc_std) if llc_std else None, healthy=health_metric(llc), extra=overlay),
+                          band=(llc, llc_std) if llc_std else None, healthy=health_metric(llc), extra=overlay,
+                          refined=refined),
         figures.line_plot(metrics, stages, {"hessian/top_1": "top eigenvalue"}, "Hessian: sharpness",
                           "eigenvalue", out / "hessian_top.png"),
         figures.line_plot(metrics, stages, {"hessian/trace": "trace"}, "Hessian: trace", "tr(H)",

@@ -55,10 +55,11 @@ def _finish(fig, ax, stages: pd.DataFrame, path: Path) -> Path:
 
 def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, path: Path,
               band: tuple[str, str] | None = None, healthy: str | None = None,
-              extra: dict[str, pd.Series] | None = None) -> Path | None:
+              extra: dict[str, pd.Series] | None = None, refined: set[int] | None = None) -> Path | None:
     """Curves `names` ({metric: label}); `band=(mean, std)` draws mean ± std; `healthy` (a 1/0 metric)
     marks the first curve's points where it is 0 with hollow markers; `extra` ({label: series indexed
-    by step}) overlays thinner dashed curves (other LLC series, other seeds). None if no data."""
+    by step}) overlays thinner dashed curves (other LLC series, other seeds); `refined` (steps) marks the
+    first curve's points that an adaptive schedule's refinement rounds added. None if no data."""
     present = {n: label for n, label in names.items() if (metrics["name"] == n).any()}
     if not present:
         return None
@@ -77,6 +78,11 @@ def line_plot(metrics, stages, names: dict[str, str], title: str, ylabel: str, p
         if bad.any():
             ax.scatter(first.index[bad], first.values[bad], s=36, facecolors="white", edgecolors="black", zorder=3,
                        label="not healthy (see notes)")
+    if refined:
+        first = series(metrics, next(iter(present)))
+        added = first[first.index.isin(refined)]
+        ax.scatter(added.index, added.values, s=40, marker="^", color="tab:green", zorder=4,
+                   label="added by adaptive refinement")
     return _finish(fig, ax, stages, path)
 
 

@@ -1,0 +1,149 @@
+"""Adaptive checkpoint selection: measure a curve (the LLC) where its stages need it, not everywhere.
+
+A run saves dozens of checkpoints; the stage table needs the curve densely only around its stage
+boundaries and where it moves. `adaptive_rounds` chooses which checkpoints to measure, round by round:
+
+- Round 0: `initial` checkpoints evenly spaced in x = ln(step + 1), the first and the last among them.
+- Each later round, from the values measured in the rounds before (the curve is smoothed and cut
+  into stages by `detect_transitions`, as the report does), adds in this order of priority:
+  1. *boundaries*: for each stage boundary, the middle unmeasured checkpoint between it and its
+     measured neighbour on either side, until both neighbours are the adjacent saved checkpoints:
+     the boundary is then located to within one saved checkpoint;
+  2. *moves*: the middle checkpoint of each gap between measured neighbours, wider than `min_gap` in
+     x, across which the smoothed curve changes by more than `z_change` standard deviations (a stage
+     could hide there);
+  3. *smoother gaps*: the middle checkpoint of each gap wider than the smoother's lengthscale (and
+     than `min_gap`), where the fit only interpolates.
+- It stops when a round adds nothing or the budget is spent: `budget` × the number of checkpoints
+  estimates in all (round 0 included).
+
+The selection is a pure function of the checkpoint schedule and the values stored for the chosen
+steps, so every executor (the trainer, a follower, a post-hoc analysis, Ray) chooses the same steps,
+and values stored at other steps (a dense analysis of the same run) do not change it.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from devinterp.transitions.detect import MIN_LLC_POINTS, detect_transitions, fit_llc_curve
+from devinterp.transitions.smoothing import log_step
+
+VALUE, STD, HEALTHY = "value", "std", "healthy"  # the columns of a curve table (index: step)
+UNCERTAIN_GAP = 2.0  # a gap whose middle the smoother knows this many times worse than the measured points
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """`initial`: checkpoints in round 0; `budget`: most estimates, as a fraction of the checkpoints
+    (at least `initial`); `z_change`, `min_gap` (in ln(step + 1)): the *moves* rule above. The defaults
+    are those of `scripts/bench_adaptive.py` (README, "Adaptive schedule")."""
+
+    initial: int = 10
+    budget: float = 0.35
+    z_change: float = 3.0
+    min_gap: float = 0.3
+
+    def __post_init__(self):
+        if self.initial < MIN_LLC_POINTS:
+            raise ValueError(f"initial={self.initial}: must be >= {MIN_LLC_POINTS} (the stage detector's minimum)")
+        if not 0 < self.budget <= 1:
+            raise ValueError(f"budget={self.budget}: must be a fraction in (0, 1]")
+        if self.z_change <= 0 or self.min_gap <= 0:
+            raise ValueError(f"z_change={self.z_change}, min_gap={self.min_gap}: must be positive")
+
+    def max_estimates(self, num_checkpoints: int) -> int:
+        return max(min(self.initial, num_checkpoints), math.floor(self.budget * num_checkpoints))
+
+
+def initial_steps(checkpoint_steps: Sequence[int], count: int) -> list[int]:
+    """`count` of the checkpoints, evenly spaced in ln(step + 1): for each of `count` evenly spaced
+    targets the nearest checkpoint not yet taken (all of them when there are no more)."""
+    steps = sorted(set(int(s) for s in checkpoint_steps))
+    if len(steps) <= count:
+        return steps
+    xs = log_step(steps)
+    chosen: list[int] = []
+    for target in np.linspace(xs[0], xs[-1], count):
+        free = [i for i in range(len(steps)) if i not in chosen]
+        chosen.append(min(free, key=lambda i: abs(xs[i] - target)))
+    return sorted(steps[i] for i in chosen)
+
+
+def adaptive_rounds(checkpoint_steps: Sequence[int], curve: pd.DataFrame, settings: AdaptiveSettings,
+                    failed: Iterable[int] = ()) -> list[list[int]]:
+    """The rounds chosen so far: round 0, then each round whose predecessors are all measured (a value
+    in `curve`, indexed by step with columns VALUE and optionally STD, HEALTHY) or `failed`. The last
+    round may still be waiting for measurements; the union of the rounds is what is due."""
+    steps = sorted(set(int(s) for s in checkpoint_steps))
+    rounds = [initial_steps(steps, settings.initial)]
+    chosen = set(rounds[0])
+    known = set(int(s) for s in curve.index[curve[VALUE].notna()]) | set(int(s) for s in failed)
+    limit = settings.max_estimates(len(steps))
+    while chosen <= known and len(chosen) < limit:
+        new = next_round(steps, curve[curve.index.isin(chosen)], settings, limit - len(chosen))
+        if not new:
+            break
+        rounds.append(new)
+        chosen.update(new)
+    return rounds
+
+
+def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings, limit: int) -> list[int]:
+    """At most `limit` unmeasured checkpoints to measure next (module docstring), ascending."""
+    values = curve[curve[VALUE].notna() & curve.index.isin(steps)].sort_index()
+    measured = [steps.index(int(s)) for s in values.index]
+    if len(measured) < MIN_LLC_POINTS:
+        return []
+    wide = values.rename_axis("step")
+    std = STD if STD in wide.columns and wide[STD].notna().all() else None
+    healthy = HEALTHY if HEALTHY in wide.columns else None
+    fit = fit_llc_curve(wide, VALUE, std, llc_healthy=healthy).fit
+    stages = detect_transitions(wide, llc=VALUE, loss=None, llc_std=std, llc_healthy=healthy, point_steps=steps)
+    xs = log_step(steps)
+    at_boundaries: list[int] = []
+    reserve = 0  # bisections the boundaries still need after this round: the other rules leave them room
+    for boundary in stages["start_step"].iloc[1:]:
+        i = steps.index(int(boundary))
+        left = max(j for j in measured if j < i)
+        right = min(j for j in measured if j > i)
+        at_boundaries += [mid for mid in ((left + i) // 2, (i + right + 1) // 2) if mid not in (left, i, right)]
+        reserve += sum(max(math.ceil(math.log2(gap)) - 1, 0) for gap in (i - left, right - i))
+    candidates: list[int] = []
+    gaps = [(a, b) for a, b in zip(measured[:-1], measured[1:]) if b - a > 1]
+    candidates += [mid for i in _bends(values, measured, xs, fit, settings.z_change)
+                   for mid in ((measured[i - 1] + measured[i]) // 2, (measured[i] + measured[i + 1] + 1) // 2)]
+    wide_gaps = [(a, b) for a, b in gaps if xs[b] - xs[a] > settings.min_gap]
+    if wide_gaps:
+        a_x, b_x = xs[[a for a, _ in wide_gaps]], xs[[b for _, b in wide_gaps]]
+        delta, sd = fit.difference(a_x, b_x)
+        z = np.abs(delta) / np.maximum(sd, 1e-300)
+        candidates += [(a + b) // 2 for k in np.argsort(-z) if z[k] > settings.z_change for a, b in [wide_gaps[k]]]
+        _, mid_sd = fit.predict((a_x + b_x) / 2)
+        _, point_sd = fit.predict(xs[measured])
+        uncertain = mid_sd > UNCERTAIN_GAP * np.median(point_sd)
+        candidates += [(a + b) // 2 for k in np.argsort(-mid_sd) if uncertain[k] for a, b in [wide_gaps[k]]]
+    at_boundaries = list(dict.fromkeys(at_boundaries))[:limit]
+    others = [c for c in dict.fromkeys(candidates) if c not in measured and c not in at_boundaries]
+    chosen = at_boundaries + others[: max(limit - len(at_boundaries) - reserve, 0)]
+    return sorted(steps[i] for i in chosen)
+
+
+def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit, z_change: float) -> list[int]:
+    """Positions k in `measured` (interior) whose value departs from the straight line (in x) through its
+    two measured neighbours by more than `z_change` times the noise (the fit's, chain spread plus fitted
+    excess), the largest departures first."""
+    y = values[VALUE].to_numpy(dtype=float)
+    noise = np.sqrt(fit.fitted_noise_var + (values[STD].to_numpy(dtype=float) ** 2 if STD in values else 0.0))
+    x = xs[measured]
+    z = []
+    for k in range(1, len(measured) - 1):
+        w = (x[k] - x[k - 1]) / (x[k + 1] - x[k - 1])
+        line = (1 - w) * y[k - 1] + w * y[k + 1]
+        sd = np.sqrt(noise[k] ** 2 + ((1 - w) * noise[k - 1]) ** 2 + (w * noise[k + 1]) ** 2)
+        z.append(abs(y[k] - line) / max(sd, 1e-300))
+    return [k + 1 for k in np.argsort(z)[::-1] if z[k] > z_change]

@@ -1,0 +1,153 @@
+"""Benchmark: the adaptive LLC schedule against measuring every checkpoint.
+
+    python scripts/bench_adaptive.py RUN_DIR [RUN_DIR ...] [--csv out.csv] [--budget 0.35] [--initial 10]
+
+Each RUN_DIR must hold the LLC at every saved checkpoint (the reference: e.g. `devinterp-analyze
+run_dir=... callbacks.llc.schedule.checkpoint_stride=1`). Runs of one experiment (seeds) are given
+together: their stage tables mark each other's stages robust or fragile, as the report does.
+
+For each run the adaptive schedule (`devinterp.transitions.adaptive`) is replayed on the stored
+values: the steps it chooses are a pure function of the values at the steps chosen before, and an
+LLC estimate depends only on (checkpoint, settings, run seed, step), so the replay chooses and sees
+exactly what an adaptive analysis of the run would (`--verify DIR` checks this on a copy of one run
+without its LLC results, by running the analysis for real). Both tables come from the report's own
+stage detection (`devinterp.views.report.build.find_stages`, the chain-spread and seed marks).
+
+Per run it prints the dense and the adaptive stage tables and the verdict: same stages and types,
+every boundary within one saved checkpoint of the reference's, the same robust/fragile marks, and
+the adaptive schedule's share of the reference's LLC estimates (target <= 35 %).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from devinterp.store import checkpoints
+from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, AdaptiveSettings, adaptive_rounds
+from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
+from devinterp.views.report.build import DEFAULT_LOSS, find_stages, read_run_llc
+
+LLC, LLC_STD, LLC_HEALTHY = "llc/mean", "llc/std", "llc/healthy"
+
+
+@dataclass
+class Tables:
+    run_dir: Path
+    checkpoint_steps: list[int]
+    rounds: list[list[int]]
+    dense: pd.DataFrame
+    adaptive: pd.DataFrame
+    dense_estimates: int
+
+
+def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
+    wide = metrics[metrics["name"].isin([LLC, LLC_STD, LLC_HEALTHY])].pivot_table(
+        index="step", columns="name", values="value", aggfunc="last")
+    return wide.rename(columns={LLC: VALUE, LLC_STD: STD, LLC_HEALTHY: HEALTHY})
+
+
+def stage_tables(run_dir: Path, settings: AdaptiveSettings) -> Tables:
+    notes: list[str] = []
+    run = read_run_llc(run_dir, LLC, None, notes)
+    steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
+    curve = llc_curve(run.metrics)
+    missing = sorted(set(steps) - set(curve.index))
+    if missing:
+        sys.exit(f"{run_dir}: no LLC at checkpoints {missing[:10]}: measure every checkpoint first")
+    rounds = adaptive_rounds(steps, curve, settings)
+    chosen = set().union(*map(set, rounds))
+    is_llc = run.metrics["name"].str.startswith("llc/")
+    adaptive_metrics = run.metrics[~is_llc | run.metrics["step"].isin(chosen)]
+    dense = find_stages(run.metrics, LLC, DEFAULT_LOSS, LLC_STD, [])
+    adaptive = find_stages(adaptive_metrics, LLC, DEFAULT_LOSS, LLC_STD, [], point_steps=steps)
+    return Tables(run_dir, steps, rounds,
+                  mark_chain_spread(dense, run.metrics, LLC_STD) if not dense.empty else dense,
+                  mark_chain_spread(adaptive, adaptive_metrics, LLC_STD) if not adaptive.empty else adaptive,
+                  len(curve))
+
+
+def with_seed_marks(tables: list[Tables]) -> None:
+    """Mark each run's stages robust or fragile against the other runs' tables of the same kind."""
+    for kind in ("dense", "adaptive"):
+        marked = {}
+        for t in tables:
+            others = {o.run_dir.name: getattr(o, kind) for o in tables if o is not t}
+            own = getattr(t, kind)
+            marked[t.run_dir] = mark_robustness(own, others, "seeds") if others and not own.empty else own
+        for t in tables:
+            setattr(t, kind, marked[t.run_dir])
+
+
+def compare(t: Tables) -> dict:
+    """The verdict of one run: stage types, boundary distances (in saved checkpoints), marks, share of estimates."""
+    index = {s: i for i, s in enumerate(t.checkpoint_steps)}
+    dense_types, adaptive_types = list(t.dense["type"]), list(t.adaptive["type"])
+    same_types = dense_types == adaptive_types
+    distances = ([abs(index[int(a)] - index[int(b)]) for a, b in zip(t.dense["end_step"][:-1], t.adaptive["end_step"][:-1])]
+                 if same_types else [])
+    marks = lambda table: [str(v) for v in table.get(ROBUSTNESS_COLUMN, pd.Series(dtype=str))]  # noqa: E731
+    chosen = len(set().union(*map(set, t.rounds)))
+    return {
+        "run": t.run_dir.name, "checkpoints": len(t.checkpoint_steps), "dense_estimates": t.dense_estimates,
+        "adaptive_estimates": chosen, "share": chosen / t.dense_estimates, "rounds": len(t.rounds),
+        "dense_stages": summary(t.dense), "adaptive_stages": summary(t.adaptive), "same_types": same_types,
+        "max_boundary_distance": max(distances, default=0) if same_types else None,
+        "same_marks": marks(t.dense) == marks(t.adaptive),
+    }
+
+
+def summary(stages: pd.DataFrame) -> str:
+    marks = stages.get(ROBUSTNESS_COLUMN, pd.Series([""] * len(stages)))
+    return ", ".join(f"{s.type} {s.start_step}-{s.end_step}" + (f" ({m})" if m else "")
+                     for s, m in zip(stages.itertuples(), marks)) or "none"
+
+
+def verify(run_dir: Path, expected: list[list[int]], overrides: list[str]) -> bool:
+    """Run an adaptive analysis for real on a copy of `run_dir` without its LLC results; True when it
+    measures exactly the replayed steps."""
+    copy = Path("/tmp") / f"bench_adaptive_{run_dir.name}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*-cb-llc-*", "llc-*", "calibration", "adaptive"))
+    shutil.copytree(run_dir / "calibration", copy / "calibration")  # the same settings as the reference
+    subprocess.run([sys.executable, "-m", "devinterp.cli.analyze", f"run_dir={copy}", "callbacks=[llc]",
+                    "callbacks.llc.schedule=adaptive", *overrides], check=True)
+    record = next((copy / "adaptive").glob("llc-*.json")).read_text()
+    import json
+    return json.loads(record)["rounds"] == expected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("--csv", type=Path)
+    parser.add_argument("--initial", type=int, default=AdaptiveSettings.initial)
+    parser.add_argument("--budget", type=float, default=AdaptiveSettings.budget)
+    parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
+    parser.add_argument("--set", nargs="*", default=[], help="LLC overrides of --verify's analysis (callbacks.llc.*)")
+    args = parser.parse_args()
+    settings = AdaptiveSettings(initial=args.initial, budget=args.budget)
+    tables = [stage_tables(run_dir, settings) for run_dir in args.run_dirs]
+    with_seed_marks(tables)
+    rows = [compare(t) for t in tables]
+    for t, row in zip(tables, rows):
+        print(f"\n== {row['run']}: {row['adaptive_estimates']} of {row['dense_estimates']} estimates "
+              f"({row['share']:.0%}) in {row['rounds']} rounds {[len(r) for r in t.rounds]}")
+        print(f"   dense:    {row['dense_stages']}\n   adaptive: {row['adaptive_stages']}")
+        print(f"   same stages and types: {row['same_types']}; largest boundary distance: "
+              f"{row['max_boundary_distance']} checkpoint(s); same marks: {row['same_marks']}")
+    if args.csv:
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
+    if args.verify:
+        expected = next(t.rounds for t in tables if t.run_dir == args.verify)
+        print(f"\nreal adaptive analysis of {args.verify.name} measures the replayed steps: "
+              f"{verify(args.verify, expected, args.set)}")
+
+
+if __name__ == "__main__":
+    main()
