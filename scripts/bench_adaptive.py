@@ -1,9 +1,10 @@
 """Benchmark: the adaptive LLC schedule against measuring every checkpoint.
 
-    python scripts/bench_adaptive.py RUN_DIR [RUN_DIR ...] [--csv out.csv] [--budget 0.35] [--initial 10]
+    python scripts/bench_adaptive.py RUN_DIR [RUN_DIR ...] [--csv out.csv] [--budget 0.35] [--initial 10] [--stride 1]
 
 Each RUN_DIR must hold the LLC at every saved checkpoint (the reference: e.g. `devinterp-analyze
-run_dir=... callbacks.llc.schedule.checkpoint_stride=1`). Runs of one experiment (seeds) are given
+run_dir=... callbacks.llc.schedule.checkpoint_stride=1`), or with `--stride k` at every k-th one and the
+last (then those are the run's checkpoints for both schedules). Runs of one experiment (seeds) are given
 together: their stage tables mark each other's stages robust or fragile, as the report does.
 
 For each run the adaptive schedule (`devinterp.transitions.adaptive`) is replayed on the stored
@@ -43,6 +44,8 @@ class Tables:
     rounds: list[list[int]]
     dense: pd.DataFrame
     adaptive: pd.DataFrame
+    uniform: pd.DataFrame  # every k-th checkpoint (and the last), k chosen for about as many estimates as adaptive
+    uniform_steps: list[int]
     dense_estimates: int
 
 
@@ -52,29 +55,36 @@ def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns={LLC: VALUE, LLC_STD: STD, LLC_HEALTHY: HEALTHY})
 
 
-def stage_tables(run_dir: Path, settings: AdaptiveSettings) -> Tables:
+def stage_tables(run_dir: Path, settings: AdaptiveSettings, stride: int) -> Tables:
     notes: list[str] = []
     run = read_run_llc(run_dir, LLC, None, notes)
-    steps = [info.step for info in checkpoints.list_checkpoints(run_dir)]
+    saved = [info.step for info in checkpoints.list_checkpoints(run_dir)]
+    steps = sorted({*saved[::stride], saved[-1]})
     curve = llc_curve(run.metrics)
+    curve = curve[curve.index.isin(steps)]
     missing = sorted(set(steps) - set(curve.index))
     if missing:
         sys.exit(f"{run_dir}: no LLC at checkpoints {missing[:10]}: measure every checkpoint first")
     rounds = adaptive_rounds(steps, curve, settings)
     chosen = set().union(*map(set, rounds))
     is_llc = run.metrics["name"].str.startswith("llc/")
+    dense_metrics = run.metrics[~is_llc | run.metrics["step"].isin(steps)]
     adaptive_metrics = run.metrics[~is_llc | run.metrics["step"].isin(chosen)]
-    dense = find_stages(run.metrics, LLC, DEFAULT_LOSS, LLC_STD, [])
-    adaptive = find_stages(adaptive_metrics, LLC, DEFAULT_LOSS, LLC_STD, [], point_steps=steps)
-    return Tables(run_dir, steps, rounds,
-                  mark_chain_spread(dense, run.metrics, LLC_STD) if not dense.empty else dense,
-                  mark_chain_spread(adaptive, adaptive_metrics, LLC_STD) if not adaptive.empty else adaptive,
-                  len(curve))
+    stride = max(round(len(steps) / len(chosen)), 1)
+    uniform_steps = sorted({*steps[::stride], steps[-1]})
+    uniform_metrics = run.metrics[~is_llc | run.metrics["step"].isin(uniform_steps)]
+
+    def marked(metrics, **kwargs):
+        stages = find_stages(metrics, LLC, DEFAULT_LOSS, LLC_STD, [], **kwargs)
+        return stages if stages.empty else mark_chain_spread(stages, metrics, LLC_STD)
+
+    return Tables(run_dir, steps, rounds, marked(dense_metrics), marked(adaptive_metrics, point_steps=steps),
+                  marked(uniform_metrics), uniform_steps, len(curve))
 
 
 def with_seed_marks(tables: list[Tables]) -> None:
     """Mark each run's stages robust or fragile against the other runs' tables of the same kind."""
-    for kind in ("dense", "adaptive"):
+    for kind in ("dense", "adaptive", "uniform"):
         marked = {}
         for t in tables:
             others = {o.run_dir.name: getattr(o, kind) for o in tables if o is not t}
@@ -84,21 +94,26 @@ def with_seed_marks(tables: list[Tables]) -> None:
             setattr(t, kind, marked[t.run_dir])
 
 
-def compare(t: Tables) -> dict:
-    """The verdict of one run: stage types, boundary distances (in saved checkpoints), marks, share of estimates."""
+def verdict(t: Tables, table: pd.DataFrame) -> dict:
+    """`table` against the dense one: same stage types, largest boundary distance (in saved checkpoints), same marks."""
     index = {s: i for i, s in enumerate(t.checkpoint_steps)}
-    dense_types, adaptive_types = list(t.dense["type"]), list(t.adaptive["type"])
-    same_types = dense_types == adaptive_types
-    distances = ([abs(index[int(a)] - index[int(b)]) for a, b in zip(t.dense["end_step"][:-1], t.adaptive["end_step"][:-1])]
-                 if same_types else [])
-    marks = lambda table: [str(v) for v in table.get(ROBUSTNESS_COLUMN, pd.Series(dtype=str))]  # noqa: E731
+    same_types = list(t.dense["type"]) == list(table["type"])
+    distances = [abs(index[int(a)] - index[int(b)]) for a, b in zip(t.dense["end_step"][:-1], table["end_step"][:-1])]
+    marks = lambda stages: [str(v) for v in stages.get(ROBUSTNESS_COLUMN, pd.Series(dtype=str))]  # noqa: E731
+    return {"stages": summary(table), "same_types": same_types,
+            "max_boundary_distance": max(distances, default=0) if same_types else None,
+            "same_marks": marks(t.dense) == marks(table)}
+
+
+def compare(t: Tables) -> dict:
+    """One row of the benchmark: the adaptive and the uniform tables against the dense one."""
     chosen = len(set().union(*map(set, t.rounds)))
+    adaptive, uniform = verdict(t, t.adaptive), verdict(t, t.uniform)
     return {
         "run": t.run_dir.name, "checkpoints": len(t.checkpoint_steps), "dense_estimates": t.dense_estimates,
         "adaptive_estimates": chosen, "share": chosen / t.dense_estimates, "rounds": len(t.rounds),
-        "dense_stages": summary(t.dense), "adaptive_stages": summary(t.adaptive), "same_types": same_types,
-        "max_boundary_distance": max(distances, default=0) if same_types else None,
-        "same_marks": marks(t.dense) == marks(t.adaptive),
+        "dense_stages": summary(t.dense), **{f"adaptive_{k}": v for k, v in adaptive.items()},
+        "uniform_estimates": len(t.uniform_steps), **{f"uniform_{k}": v for k, v in uniform.items()},
     }
 
 
@@ -128,19 +143,24 @@ def main() -> None:
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--initial", type=int, default=AdaptiveSettings.initial)
     parser.add_argument("--budget", type=float, default=AdaptiveSettings.budget)
+    parser.add_argument("--stride", type=int, default=1,
+                        help="treat every k-th saved checkpoint (and the last) as the run's checkpoints")
     parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
     parser.add_argument("--set", nargs="*", default=[], help="LLC overrides of --verify's analysis (callbacks.llc.*)")
     args = parser.parse_args()
     settings = AdaptiveSettings(initial=args.initial, budget=args.budget)
-    tables = [stage_tables(run_dir, settings) for run_dir in args.run_dirs]
+    tables = [stage_tables(run_dir, settings, args.stride) for run_dir in args.run_dirs]
     with_seed_marks(tables)
     rows = [compare(t) for t in tables]
     for t, row in zip(tables, rows):
         print(f"\n== {row['run']}: {row['adaptive_estimates']} of {row['dense_estimates']} estimates "
               f"({row['share']:.0%}) in {row['rounds']} rounds {[len(r) for r in t.rounds]}")
-        print(f"   dense:    {row['dense_stages']}\n   adaptive: {row['adaptive_stages']}")
-        print(f"   same stages and types: {row['same_types']}; largest boundary distance: "
-              f"{row['max_boundary_distance']} checkpoint(s); same marks: {row['same_marks']}")
+        print(f"   dense:    {row['dense_stages']}")
+        for kind in ("adaptive", "uniform"):
+            label = kind if kind == "adaptive" else f"uniform ({row['uniform_estimates']} checkpoints)"
+            print(f"   {label}: {row[kind + '_stages']}\n      same stages and types: {row[kind + '_same_types']}; "
+                  f"largest boundary distance: {row[kind + '_max_boundary_distance']} checkpoint(s); "
+                  f"same marks: {row[kind + '_same_marks']}")
     if args.csv:
         pd.DataFrame(rows).to_csv(args.csv, index=False)
     if args.verify:

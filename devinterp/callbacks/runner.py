@@ -245,8 +245,8 @@ class CallbackRunner:
                 warnings.simplefilter("always")
                 torch.manual_seed(seed)
                 output = callback.on_checkpoint(ctx)
-            for warning in caught:
-                log.warning("%s at step %d: %s", callback.name, step, warning.message)
+            for message in dict.fromkeys(str(warning.message) for warning in caught):  # each once per call
+                log.warning("%s at step %d: %s", callback.name, step, message)
             self.store.write(step, callback.name, callback.settings_hash, output.scalars, output.arrays)
             return output
         except Deferred:

@@ -9,11 +9,14 @@ boundaries and where it moves. `adaptive_rounds` chooses which checkpoints to me
   1. *boundaries*: for each stage boundary, the middle unmeasured checkpoint between it and its
      measured neighbour on either side, until both neighbours are the adjacent saved checkpoints:
      the boundary is then located to within one saved checkpoint;
-  2. *moves*: the middle checkpoint of each gap between measured neighbours, wider than `min_gap` in
-     x, across which the smoothed curve changes by more than `z_change` standard deviations (a stage
-     could hide there);
-  3. *smoother gaps*: the middle checkpoint of each gap wider than the smoother's lengthscale (and
-     than `min_gap`), where the fit only interpolates.
+  2. *bends*: around each measured point that departs from the straight line through its two measured
+     neighbours by more than `z_change` times the noise, the middles of the stretches on either side
+     (a turn of the curve, a stage, could hide there);
+  3. *moves*: the middle of each gap wider than `min_gap` in x across which the smoothed curve changes
+     by more than `z_change` standard deviations;
+  4. *uncertain gaps*: the middle of each gap wider than `min_gap` whose middle the smoother knows
+     UNCERTAIN_GAP times worse than the measured points.
+  Rules 2-4 leave room in the budget for the bisections the boundaries still need.
 - It stops when a round adds nothing or the budget is spent: `budget` × the number of checkpoints
   estimates in all (round 0 included).
 
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from devinterp.transitions.detect import MIN_LLC_POINTS, detect_transitions, fit_llc_curve
-from devinterp.transitions.smoothing import log_step
+from devinterp.transitions.smoothing import GPFit, log_step
 
 VALUE, STD, HEALTHY = "value", "std", "healthy"  # the columns of a curve table (index: step)
 UNCERTAIN_GAP = 2.0  # a gap whose middle the smoother knows this many times worse than the measured points
@@ -95,45 +98,62 @@ def adaptive_rounds(checkpoint_steps: Sequence[int], curve: pd.DataFrame, settin
 
 def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings, limit: int) -> list[int]:
     """At most `limit` unmeasured checkpoints to measure next (module docstring), ascending."""
-    values = curve[curve[VALUE].notna() & curve.index.isin(steps)].sort_index()
+    values = curve[curve[VALUE].notna() & curve.index.isin(steps)].sort_index().rename_axis("step")
     measured = [steps.index(int(s)) for s in values.index]
     if len(measured) < MIN_LLC_POINTS:
         return []
-    wide = values.rename_axis("step")
-    std = STD if STD in wide.columns and wide[STD].notna().all() else None
-    healthy = HEALTHY if HEALTHY in wide.columns else None
-    fit = fit_llc_curve(wide, VALUE, std, llc_healthy=healthy).fit
-    stages = detect_transitions(wide, llc=VALUE, loss=None, llc_std=std, llc_healthy=healthy, point_steps=steps)
+    std = STD if STD in values.columns and values[STD].notna().all() else None
+    healthy = HEALTHY if HEALTHY in values.columns else None
+    fit = fit_llc_curve(values, VALUE, std, llc_healthy=healthy).fit
+    stages = detect_transitions(values, llc=VALUE, loss=None, llc_std=std, llc_healthy=healthy, point_steps=steps)
     xs = log_step(steps)
-    at_boundaries: list[int] = []
-    reserve = 0  # bisections the boundaries still need after this round: the other rules leave them room
-    for boundary in stages["start_step"].iloc[1:]:
-        i = steps.index(int(boundary))
-        left = max(j for j in measured if j < i)
-        right = min(j for j in measured if j > i)
-        at_boundaries += [mid for mid in ((left + i) // 2, (i + right + 1) // 2) if mid not in (left, i, right)]
-        reserve += sum(max(math.ceil(math.log2(gap)) - 1, 0) for gap in (i - left, right - i))
-    candidates: list[int] = []
-    gaps = [(a, b) for a, b in zip(measured[:-1], measured[1:]) if b - a > 1]
-    candidates += [mid for i in _bends(values, measured, xs, fit, settings.z_change)
-                   for mid in ((measured[i - 1] + measured[i]) // 2, (measured[i] + measured[i + 1] + 1) // 2)]
-    wide_gaps = [(a, b) for a, b in gaps if xs[b] - xs[a] > settings.min_gap]
-    if wide_gaps:
-        a_x, b_x = xs[[a for a, _ in wide_gaps]], xs[[b for _, b in wide_gaps]]
-        delta, sd = fit.difference(a_x, b_x)
-        z = np.abs(delta) / np.maximum(sd, 1e-300)
-        candidates += [(a + b) // 2 for k in np.argsort(-z) if z[k] > settings.z_change for a, b in [wide_gaps[k]]]
-        _, mid_sd = fit.predict((a_x + b_x) / 2)
-        _, point_sd = fit.predict(xs[measured])
-        uncertain = mid_sd > UNCERTAIN_GAP * np.median(point_sd)
-        candidates += [(a + b) // 2 for k in np.argsort(-mid_sd) if uncertain[k] for a, b in [wide_gaps[k]]]
-    at_boundaries = list(dict.fromkeys(at_boundaries))[:limit]
-    others = [c for c in dict.fromkeys(candidates) if c not in measured and c not in at_boundaries]
+    at_boundaries, reserve = _boundary_candidates([steps.index(int(b)) for b in stages["start_step"].iloc[1:]],
+                                                  measured)
+    others = [*_bend_candidates(values, measured, xs, fit, settings.z_change),
+              *_gap_candidates(measured, xs, fit, settings)]
+    at_boundaries = at_boundaries[:limit]
+    others = [c for c in dict.fromkeys(others) if c not in measured and c not in at_boundaries]
     chosen = at_boundaries + others[: max(limit - len(at_boundaries) - reserve, 0)]
     return sorted(steps[i] for i in chosen)
 
 
-def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit, z_change: float) -> list[int]:
+def _boundary_candidates(boundaries: list[int], measured: list[int]) -> tuple[list[int], int]:
+    """Rule 1, on checkpoint indices: the middle of the unmeasured stretch on either side of each boundary,
+    and how many more bisections the boundaries need after these (the other rules leave room for them)."""
+    candidates, reserve = [], 0
+    for i in boundaries:
+        left = max(j for j in measured if j < i)
+        right = min(j for j in measured if j > i)
+        candidates += [mid for mid in ((left + i) // 2, (i + right + 1) // 2) if mid not in (left, i, right)]
+        reserve += sum(max(math.ceil(math.log2(gap)) - 1, 0) for gap in (i - left, right - i))
+    return list(dict.fromkeys(candidates)), reserve
+
+
+def _bend_candidates(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit,
+                     z_change: float) -> list[int]:
+    """Rule 2: the middles of the stretches on either side of each bend (`_bends`)."""
+    return [mid for k in _bends(values, measured, xs, fit, z_change)
+            for mid in ((measured[k - 1] + measured[k]) // 2, (measured[k] + measured[k + 1] + 1) // 2)]
+
+
+def _gap_candidates(measured: list[int], xs: np.ndarray, fit: GPFit, settings: AdaptiveSettings) -> list[int]:
+    """Rules 3 and 4: the middles of the gaps wider than `min_gap` across which the smoothed curve moves
+    by more than `z_change` standard deviations (largest first), then of those whose middle the smoother
+    knows UNCERTAIN_GAP times worse than the measured points (least known first)."""
+    gaps = [(a, b) for a, b in zip(measured[:-1], measured[1:]) if b - a > 1 and xs[b] - xs[a] > settings.min_gap]
+    if not gaps:
+        return []
+    a_x, b_x = xs[[a for a, _ in gaps]], xs[[b for _, b in gaps]]
+    delta, sd = fit.difference(a_x, b_x)
+    z = np.abs(delta) / np.maximum(sd, 1e-300)
+    _, mid_sd = fit.predict((a_x + b_x) / 2)
+    _, point_sd = fit.predict(xs[measured])
+    moving = [k for k in np.argsort(-z) if z[k] > settings.z_change]
+    uncertain = [k for k in np.argsort(-mid_sd) if mid_sd[k] > UNCERTAIN_GAP * np.median(point_sd)]
+    return [(gaps[k][0] + gaps[k][1]) // 2 for k in moving + uncertain]
+
+
+def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit, z_change: float) -> list[int]:
     """Positions k in `measured` (interior) whose value departs from the straight line (in x) through its
     two measured neighbours by more than `z_change` times the noise (the fit's, chain spread plus fitted
     excess), the largest departures first."""
