@@ -18,6 +18,12 @@ from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskC
 BYTE_VOCAB = 256
 
 
+def random_windows(part: torch.Tensor, seq_len: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` windows of `seq_len` consecutive tokens of the 1-D `part`, at random starts."""
+    starts = torch.randint(0, len(part) - seq_len + 1, (count,), generator=generator)
+    return torch.stack([part[s : s + seq_len] for s in starts.tolist()])
+
+
 @dataclass
 class TextTaskConfig(TaskConfig):
     """Schema of configs/task/text.yaml."""
@@ -64,15 +70,13 @@ class TextTask(NextTokenTask):
     def split(self) -> int:
         return int(len(self.data) * (1 - self.eval_fraction))
 
-    def _windows(self, part: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-        starts = torch.randint(0, len(part) - self.seq_len + 1, (count,), generator=generator)
-        return torch.stack([part[s : s + self.seq_len] for s in starts.tolist()])
-
     def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
-        return self._windows(self.data[: self.split], batch_size, derived_generator(self.seed, TRAIN_STREAM, step))
+        return random_windows(self.data[: self.split], self.seq_len, batch_size,
+                              derived_generator(self.seed, TRAIN_STREAM, step))
 
     def eval_tokens(self) -> torch.Tensor:
-        return self._windows(self.data[self.split :], self.eval_size, derived_generator(self.seed, EVAL_STREAM))
+        return random_windows(self.data[self.split :], self.seq_len, self.eval_size,
+                              derived_generator(self.seed, EVAL_STREAM))
 
     def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
         return {}
