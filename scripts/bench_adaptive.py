@@ -55,7 +55,7 @@ def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns={LLC: VALUE, LLC_STD: STD, LLC_HEALTHY: HEALTHY})
 
 
-def stage_tables(run_dir: Path, settings: AdaptiveSettings, stride: int) -> Tables:
+def stage_tables(run_dir: Path, settings: AdaptiveSettings, stride: int, uniform_stride: int | None) -> Tables:
     notes: list[str] = []
     run = read_run_llc(run_dir, LLC, None, notes)
     saved = [info.step for info in checkpoints.list_checkpoints(run_dir)]
@@ -70,8 +70,8 @@ def stage_tables(run_dir: Path, settings: AdaptiveSettings, stride: int) -> Tabl
     is_llc = run.metrics["name"].str.startswith("llc/")
     dense_metrics = run.metrics[~is_llc | run.metrics["step"].isin(steps)]
     adaptive_metrics = run.metrics[~is_llc | run.metrics["step"].isin(chosen)]
-    stride = max(round(len(steps) / len(chosen)), 1)
-    uniform_steps = sorted({*steps[::stride], steps[-1]})
+    uniform_stride = uniform_stride or max(round(len(steps) / len(chosen)), 1)
+    uniform_steps = sorted({*steps[::uniform_stride], steps[-1]})
     uniform_metrics = run.metrics[~is_llc | run.metrics["step"].isin(uniform_steps)]
 
     def marked(metrics, **kwargs):
@@ -143,13 +143,16 @@ def main() -> None:
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--initial", type=int, default=AdaptiveSettings.initial)
     parser.add_argument("--budget", type=float, default=AdaptiveSettings.budget)
+    parser.add_argument("--z-change", type=float, default=AdaptiveSettings.z_change)
     parser.add_argument("--stride", type=int, default=1,
                         help="treat every k-th saved checkpoint (and the last) as the run's checkpoints")
+    parser.add_argument("--uniform-stride", type=int,
+                        help="the uniform schedule's stride (default: about as many estimates as adaptive)")
     parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
     parser.add_argument("--set", nargs="*", default=[], help="LLC overrides of --verify's analysis (callbacks.llc.*)")
     args = parser.parse_args()
-    settings = AdaptiveSettings(initial=args.initial, budget=args.budget)
-    tables = [stage_tables(run_dir, settings, args.stride) for run_dir in args.run_dirs]
+    settings = AdaptiveSettings(initial=args.initial, budget=args.budget, z_change=args.z_change)
+    tables = [stage_tables(run_dir, settings, args.stride, args.uniform_stride) for run_dir in args.run_dirs]
     with_seed_marks(tables)
     rows = [compare(t) for t in tables]
     for t, row in zip(tables, rows):

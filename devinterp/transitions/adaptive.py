@@ -48,7 +48,7 @@ class AdaptiveSettings:
 
     initial: int = 10
     budget: float = 0.35
-    z_change: float = 3.0
+    z_change: float = 2.5
     min_gap: float = 0.3
 
     def __post_init__(self):
