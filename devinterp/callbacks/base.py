@@ -58,7 +58,7 @@ class Schedule:
         """The steps due before any adaptive refinement (for `adaptive`: its round 0)."""
         due = set(int(s) for s in self.steps if 0 <= s <= total_steps)
         if self.adaptive is not None:
-            due.update(initial_steps(checkpoint_steps, self.adaptive.initial))
+            due.update(initial_steps(checkpoint_steps, self.adaptive.initial_count(len(set(checkpoint_steps)))))
         elif self.at_checkpoints and checkpoint_steps:
             due.update(checkpoint_steps[:: self.checkpoint_stride])
             due.add(checkpoint_steps[-1])

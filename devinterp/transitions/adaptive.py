@@ -42,8 +42,8 @@ UNCERTAIN_GAP = 2.0  # a gap whose middle the smoother knows this many times wor
 
 @dataclass(frozen=True)
 class AdaptiveSettings:
-    """`initial`: checkpoints in round 0; `budget`: most estimates, as a fraction of the checkpoints
-    (at least `initial`); `z_change`, `min_gap` (in ln(step + 1)): the *moves* rule above. The defaults
+    """`initial`: checkpoints in round 0 (at most half the budget); `budget`: most estimates, as a fraction
+    of the checkpoints (at least MIN_LLC_POINTS); `z_change`, `min_gap` (in ln(step + 1)): the *moves* rule above. The defaults
     are those of `scripts/bench_adaptive.py` (README, "Adaptive schedule")."""
 
     initial: int = 10
@@ -60,7 +60,11 @@ class AdaptiveSettings:
             raise ValueError(f"z_change={self.z_change}, min_gap={self.min_gap}: must be positive")
 
     def max_estimates(self, num_checkpoints: int) -> int:
-        return max(min(self.initial, num_checkpoints), math.floor(self.budget * num_checkpoints))
+        return max(min(MIN_LLC_POINTS, num_checkpoints), math.floor(self.budget * num_checkpoints))
+
+    def initial_count(self, num_checkpoints: int) -> int:
+        """Checkpoints in round 0: `initial`, but at most half the budget (refinement gets the rest)."""
+        return min(self.initial, max(MIN_LLC_POINTS, self.max_estimates(num_checkpoints) // 2))
 
 
 def initial_steps(checkpoint_steps: Sequence[int], count: int) -> list[int]:
@@ -83,10 +87,10 @@ def adaptive_rounds(checkpoint_steps: Sequence[int], curve: pd.DataFrame, settin
     in `curve`, indexed by step with columns VALUE and optionally STD, HEALTHY) or `failed`. The last
     round may still be waiting for measurements; the union of the rounds is what is due."""
     steps = sorted(set(int(s) for s in checkpoint_steps))
-    rounds = [initial_steps(steps, settings.initial)]
+    limit = settings.max_estimates(len(steps))
+    rounds = [initial_steps(steps, settings.initial_count(len(steps)))]
     chosen = set(rounds[0])
     known = set(int(s) for s in curve.index[curve[VALUE].notna()]) | set(int(s) for s in failed)
-    limit = settings.max_estimates(len(steps))
     while chosen <= known and len(chosen) < limit:
         new = next_round(steps, curve[curve.index.isin(chosen)], settings, limit - len(chosen))
         if not new:
