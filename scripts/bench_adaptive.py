@@ -21,9 +21,11 @@ the adaptive schedule's share of the reference's LLC estimates (target <= 35 %).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,14 +128,13 @@ def summary(stages: pd.DataFrame) -> str:
 def verify(run_dir: Path, expected: list[list[int]], overrides: list[str]) -> bool:
     """Run an adaptive analysis for real on a copy of `run_dir` without its LLC results; True when it
     measures exactly the replayed steps."""
-    copy = Path("/tmp") / f"bench_adaptive_{run_dir.name}"
+    copy = Path(tempfile.gettempdir()) / f"bench_adaptive_{run_dir.name}"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*-cb-llc-*", "llc-*", "calibration", "adaptive"))
     shutil.copytree(run_dir / "calibration", copy / "calibration")  # the same settings as the reference
     subprocess.run([sys.executable, "-m", "devinterp.cli.analyze", f"run_dir={copy}", "callbacks=[llc]",
                     "callbacks.llc.schedule=adaptive", *overrides], check=True)
     record = next((copy / "adaptive").glob("llc-*.json")).read_text()
-    import json
     return json.loads(record)["rounds"] == expected
 
 
