@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     return (run(compose_train_config(live), live).run_dir, run(compose_train_config(bare), bare).run_dir)
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=35)
 def test_live_and_posthoc_choose_the_same_checkpoints(runs, tmp_path):
     live, bare = runs
     callback = CurveCallback(schedule={"adaptive": ADAPTIVE})
