@@ -1,12 +1,14 @@
 """`induction`: induction-circuit metrics on repeated random tokens (Olsson et al. 2022).
 
-The probe is `num_sequences` sequences of `prefix` random tokens followed by their copy, drawn
-with the context's seed. For each head (layer l, head h):
+The probe (`probe: repeated`) is `num_sequences` sequences of `prefix` random tokens followed by their
+copy, drawn with the context's seed; `probe: eval` uses the first `num_sequences` sequences of the run's
+eval set instead (real text: what the heads do on the data). For each head (layer l, head h):
 - previous-token score: mean attention from position i to i-1;
-- prefix-matching score: mean attention, from a position i in the copy, to the position right
-  after the previous occurrence of token i (i - prefix + 1): what an induction head attends to;
-Also `induction/icl_score`: loss at the last position minus loss in the middle of the random
-prefix, on the probe (negative once the copy is predicted from context).
+- prefix-matching score: mean attention, from a position i whose token occurred before, to the
+  positions right after its earlier occurrences (on the repeated probe: i - prefix + 1 in the copy):
+  what an induction head attends to;
+Also `induction/icl_score`: loss at the last position minus loss at a quarter of the sequence
+(on the repeated probe, the middle of the random prefix; negative once context helps).
 """
 from __future__ import annotations
 
@@ -21,14 +23,19 @@ from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, 
 from devinterp.callbacks.custom_loss import CustomLossModel
 
 
+PROBES = ("repeated", "eval")
+
+
 @dataclass
 class InductionSettings:
     num_sequences: int = 64
     seq_len: int | None = None  # default: the model's context length (capped at the task's)
+    probe: str = "repeated"  # or eval: the run's eval sequences
 
     def validate(self) -> None:
         require(positive(self.num_sequences), "num_sequences", self.num_sequences, "must be a positive integer")
         require(self.seq_len is None or self.seq_len >= 4, "seq_len", self.seq_len, "must be at least 4 or null")
+        require(self.probe in PROBES, "probe", self.probe, f"not one of {', '.join(PROBES)}")
 
 
 class InductionCallback(Callback):
@@ -51,22 +58,29 @@ class InductionCallback(Callback):
             return f"{type(model).__name__} returns no attention patterns (output_attentions=True)"
         return None
 
-    def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
-        model = ctx.model
-        vocab = model.config.vocab_size
+    def _probe(self, ctx: CallbackContext) -> torch.Tensor:
         seq_len = self.config.seq_len or ctx.eval_tokens.shape[1]
-        prefix = seq_len // 2
+        if self.config.probe == "eval":
+            return ctx.eval_tokens[: self.config.num_sequences, :seq_len].to(ctx.device)
         generator = torch.Generator().manual_seed(ctx.seed)
-        first = torch.randint(0, vocab, (self.config.num_sequences, prefix), generator=generator)
-        tokens = torch.cat([first, first], dim=1)[:, :seq_len].to(ctx.device)
+        first = torch.randint(0, ctx.model.config.vocab_size, (self.config.num_sequences, seq_len // 2),
+                              generator=generator)
+        return torch.cat([first, first], dim=1)[:, :seq_len].to(ctx.device)
 
+    def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
+        tokens = self._probe(ctx)
+        seq_len = tokens.shape[1]
+        prefix = seq_len // 2
         with torch.no_grad():
-            out = model(tokens, output_attentions=True)
+            out = ctx.model(tokens, output_attentions=True)
         patterns = torch.stack([a.float() for a in out.attentions])  # (layers, batch, heads, q, k)
         positions = torch.arange(seq_len, device=patterns.device)
         previous = patterns[..., positions[1:], positions[1:] - 1].mean(dim=(1, 3))
-        copy_positions = positions[prefix:]
-        matching = patterns[..., copy_positions, copy_positions - prefix + 1].mean(dim=(1, 3))
+        if self.config.probe == "eval":
+            matching = prefix_matching(patterns, tokens)
+        else:
+            copy_positions = positions[prefix:]
+            matching = patterns[..., copy_positions, copy_positions - prefix + 1].mean(dim=(1, 3))
 
         losses = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none").mean(0)
         scalars = {"induction/icl_score": float(losses[-1] - losses[prefix // 2])}
@@ -82,3 +96,19 @@ class InductionCallback(Callback):
             "induction/prefix_matching": matching.cpu().numpy(),
             "induction/loss_by_position": losses.cpu().numpy().astype(np.float32),
         })
+
+
+def prefix_matching(patterns: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(layers, heads): the attention, from each position i whose token occurred before, to the positions
+    right after its earlier occurrences (k with tokens[k - 1] == tokens[i], 1 <= k <= i), summed over those
+    k and averaged over such positions. `patterns`: (layers, batch, heads, q, k)."""
+    seq_len = tokens.shape[1]
+    same = tokens[:, :, None] == tokens[:, None, :-1]  # (batch, i, k - 1)
+    after = torch.zeros(tokens.shape[0], seq_len, seq_len, dtype=torch.bool, device=tokens.device)
+    after[:, :, 1:] = same
+    after &= torch.ones(seq_len, seq_len, dtype=torch.bool, device=tokens.device).tril()  # k <= i
+    scored = after.any(dim=2)  # (batch, i): positions with an earlier occurrence
+    if not scored.any():
+        return torch.full(patterns.shape[:1] + patterns.shape[2:3], float("nan"))
+    mass = (patterns * after[None, :, None].float()).sum(dim=-1)  # (layers, batch, heads, i)
+    return (mass * scored[None, :, None].float()).sum(dim=(1, 3)) / scored.sum()

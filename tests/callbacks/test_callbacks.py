@@ -124,6 +124,18 @@ def test_induction_scores_on_known_attention_patterns():
     assert scalars["induction/previous_token/L0H0"] < 0.2
 
 
+def test_induction_scores_on_the_runs_own_sequences():
+    """probe: eval scores the eval sequences: positions whose token occurred before, and where they attend."""
+    tokens = torch.arange(6).repeat(4, 2)  # period 6, no token twice within a period
+    callback = InductionCallback(probe="eval", num_sequences=4)
+    scalars = callback.on_checkpoint(context(PerfectPatternsModel(), tokens=tokens)).scalars
+    assert scalars["induction/prefix_matching/L0H0"] == pytest.approx(1.0)
+    assert scalars["induction/prefix_matching/L0H1"] == pytest.approx(0.0)
+    assert scalars["induction/previous_token/L0H1"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="callbacks.induction.probe='text'"):
+        InductionCallback(probe="text")
+
+
 def test_weights_and_grads_callbacks():
     model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=2)).eval()
     initial = {k: v.clone() + 1.0 for k, v in model.state_dict().items()}
