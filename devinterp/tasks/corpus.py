@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from devinterp.core.errors import require
-from devinterp.store.atomic import atomic_write_bytes, atomic_write_text
+from devinterp.store.atomic import TMP_PREFIX, atomic_write_text
 from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator
 from devinterp.tasks.text import random_windows
 
@@ -113,19 +113,15 @@ def corpus_tokens(source: str, vocab_size: int, cache_dir: Path) -> tuple[torch.
     if tokens_path.exists() and tokenizer_path.exists():
         return load_file(tokens_path)["tokens"], tokenizer_path
     tokenizer = train_tokenizer(documents, vocab_size)
-    ids = [i for encoding in tokenizer.encode_batch(documents) for i in [*encoding.ids, *_separator(tokenizer)]]
+    separator = tokenizer.encode("\n\n").ids
+    ids = [i for encoding in tokenizer.encode_batch(documents) for i in [*encoding.ids, *separator]]
     tokens = torch.tensor(ids, dtype=torch.int64)
     stem.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tokenizer_path, tokenizer.to_str())
-    tmp = tokens_path.with_suffix(".tmp")
+    tmp = tokens_path.with_name(f"{TMP_PREFIX}{tokens_path.name}")
     save_file({"tokens": tokens}, tmp)
-    atomic_write_bytes(tokens_path, tmp.read_bytes())
-    tmp.unlink()
+    os.replace(tmp, tokens_path)  # atomic: a reader sees the whole file or none
     return tokens, tokenizer_path
-
-
-def _separator(tokenizer) -> list[int]:
-    return tokenizer.encode("\n\n").ids
 
 
 @dataclass(frozen=True)
