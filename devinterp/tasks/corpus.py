@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from devinterp.core.errors import require
 from devinterp.store.atomic import TMP_PREFIX, atomic_write_text
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator
-from devinterp.tasks.text import random_windows
+from devinterp.tasks.base import TaskConfig
+from devinterp.tasks.text import StreamWindows
 
 SOURCES = ("docs", "code")
 SKIPPED_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3", "ensurepip"}
@@ -125,7 +125,7 @@ def corpus_tokens(source: str, vocab_size: int, cache_dir: Path) -> tuple[torch.
 
 
 @dataclass(frozen=True)
-class CorpusTask(NextTokenTask):
+class CorpusTask(StreamWindows):
     seq_len: int
     seed: int
     source: str = "docs"
@@ -143,16 +143,5 @@ class CorpusTask(NextTokenTask):
         object.__setattr__(self, "tokenizer_path", tokenizer_path)
 
     @property
-    def split(self) -> int:
-        return int(len(self.tokens) * (1 - self.eval_fraction))
-
-    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
-        return random_windows(self.tokens[: self.split], self.seq_len, batch_size,
-                              derived_generator(self.seed, TRAIN_STREAM, step))
-
-    def eval_tokens(self) -> torch.Tensor:
-        return random_windows(self.tokens[self.split :], self.seq_len, self.eval_size,
-                              derived_generator(self.seed, EVAL_STREAM))
-
-    def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
-        return {}
+    def stream(self) -> torch.Tensor:
+        return self.tokens

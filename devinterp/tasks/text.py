@@ -24,6 +24,26 @@ def random_windows(part: torch.Tensor, seq_len: int, count: int, generator: torc
     return torch.stack([part[s : s + seq_len] for s in starts.tolist()])
 
 
+class StreamWindows(NextTokenTask):
+    """Mixin for tasks over one 1-D token stream (`stream`): training batches are random windows of its first
+    (1 − `eval_fraction`), seeded by (seed, step); the eval set is `eval_size` fixed windows of the rest."""
+
+    @property
+    def split(self) -> int:
+        return int(len(self.stream) * (1 - self.eval_fraction))
+
+    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return random_windows(self.stream[: self.split], self.seq_len, batch_size,
+                              derived_generator(self.seed, TRAIN_STREAM, step))
+
+    def eval_tokens(self) -> torch.Tensor:
+        return random_windows(self.stream[self.split :], self.seq_len, self.eval_size,
+                              derived_generator(self.seed, EVAL_STREAM))
+
+    def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
+        return {}
+
+
 @dataclass
 class TextTaskConfig(TaskConfig):
     """Schema of configs/task/text.yaml."""
@@ -52,7 +72,7 @@ class TextTaskConfig(TaskConfig):
 
 
 @dataclass(frozen=True)
-class TextTask(NextTokenTask):
+class TextTask(StreamWindows):
     path: str
     seq_len: int
     seed: int
@@ -67,16 +87,5 @@ class TextTask(NextTokenTask):
         object.__setattr__(self, "data", data)
 
     @property
-    def split(self) -> int:
-        return int(len(self.data) * (1 - self.eval_fraction))
-
-    def train_batch(self, step: int, batch_size: int) -> torch.Tensor:
-        return random_windows(self.data[: self.split], self.seq_len, batch_size,
-                              derived_generator(self.seed, TRAIN_STREAM, step))
-
-    def eval_tokens(self) -> torch.Tensor:
-        return random_windows(self.data[self.split :], self.seq_len, self.eval_size,
-                              derived_generator(self.seed, EVAL_STREAM))
-
-    def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
-        return {}
+    def stream(self) -> torch.Tensor:
+        return self.data
