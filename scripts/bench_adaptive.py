@@ -21,7 +21,6 @@ the adaptive schedule's share of the reference's LLC estimates (target <= 35 %).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from devinterp.store import checkpoints
+from devinterp.store.adaptive import read_adaptive_file
 from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, AdaptiveSettings, adaptive_rounds
 from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 from devinterp.views.report.build import DEFAULT_LOSS, find_stages, read_run_llc
@@ -134,8 +134,7 @@ def verify(run_dir: Path, expected: list[list[int]], overrides: list[str]) -> bo
     shutil.copytree(run_dir / "calibration", copy / "calibration")  # the same settings as the reference
     subprocess.run([sys.executable, "-m", "devinterp.cli.analyze", f"run_dir={copy}", "callbacks=[llc]",
                     "callbacks.llc.schedule=adaptive", *overrides], check=True)
-    record = next((copy / "adaptive").glob("llc-*.json")).read_text()
-    return json.loads(record)["rounds"] == expected
+    return read_adaptive_file(next((copy / "adaptive").glob("llc-*.json"))).rounds == expected
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, 
 from devinterp.callbacks.custom_loss import LossFn, prefixed, with_loss
 from devinterp.core.progress import CostModel
 from devinterp.core.errors import ConfigError
-from devinterp.store.adaptive import write_adaptive_record
+from devinterp.store.adaptive import AdaptiveRecord, write_adaptive_record
 from devinterp.store.results import ResultStore
 from devinterp.tasks import Task
 from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, adaptive_rounds
@@ -138,9 +138,8 @@ class CallbackRunner:
             new = set().union(*rounds) - self._due[callback.name]
             self._due[callback.name] |= new
             added = added or bool(new)
-            write_adaptive_record(self.store.run_dir, callback.name, callback.settings_hash, {
-                "checkpoint_steps": sorted(self.checkpoint_steps), "rounds": rounds,
-                "settings": asdict(callback.schedule.adaptive)})
+            write_adaptive_record(self.store.run_dir, callback.name, callback.settings_hash, AdaptiveRecord(
+                sorted(self.checkpoint_steps), rounds, asdict(callback.schedule.adaptive)))
         return added
 
     def adaptive_rounds(self, callback: Callback) -> list[list[int]]:

@@ -42,16 +42,16 @@ def test_live_and_posthoc_choose_the_same_checkpoints(runs, tmp_path):
     callback = CurveCallback(schedule={"adaptive": ADAPTIVE})
     record = read_adaptive_record(live, "curve", callback.settings_hash)
     steps = [info.step for info in checkpoints.list_checkpoints(live)]
-    assert record["checkpoint_steps"] == steps
-    chosen = sorted(set().union(*map(set, record["rounds"])))
-    assert len(record["rounds"]) > 1 and len(chosen) <= 0.6 * len(steps) < len(steps)
+    assert record.checkpoint_steps == steps
+    chosen = sorted(record.measured)
+    assert len(record.rounds) > 1 and len(chosen) <= 0.6 * len(steps) < len(steps)
     assert measured_steps(live, callback) == chosen
 
     posthoc = tmp_path / "posthoc"
     shutil.copytree(bare, posthoc)
     result = analyze(posthoc, [CurveCallback(schedule={"adaptive": ADAPTIVE})], progress=False)
     assert result.steps_analysed == chosen
-    assert read_adaptive_record(posthoc, "curve", callback.settings_hash)["rounds"] == record["rounds"]
+    assert read_adaptive_record(posthoc, "curve", callback.settings_hash).rounds == record.rounds
     assert analyze(posthoc, [CurveCallback(schedule={"adaptive": ADAPTIVE})], progress=False).steps_analysed == []
 
     parallel = tmp_path / "parallel"  # rounds fanned out over worker processes

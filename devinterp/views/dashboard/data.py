@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from devinterp.store.adaptive import ADAPTIVE_DIRNAME
+from devinterp.store.adaptive import ADAPTIVE_DIRNAME, AdaptiveRecord, read_adaptive_file
 from devinterp.store.atomic import TMP_PREFIX
 from devinterp.store.metrics import METRICS_DIRNAME, PartCache, metric_parts, read_metrics_and_problems
 from devinterp.store.run_dir import (ANALYSIS_STATUS_FILE, CHECKPOINT_INDEX_FILE, CHECKPOINTS_DIRNAME, REPORT_DIRNAME,
@@ -63,17 +63,7 @@ class RunSnapshot:
     stages: pd.DataFrame  # start_step, end_step, type (a key of STAGE_COLORS); may be empty
     checkpoint_steps: tuple[int, ...]
     errors: tuple[str, ...] = ()
-    adaptive: AdaptiveLLC | None = None  # the LLC's adaptive schedule, when it has one
-
-
-@dataclass(frozen=True)
-class AdaptiveLLC:
-    """What the LLC chart shows of an adaptive schedule (`devinterp.store.adaptive`)."""
-
-    refined_steps: tuple[int, ...]  # added by refinement rounds (round 0 left out)
-    measured: int
-    checkpoints: int
-    rounds: int
+    adaptive: AdaptiveRecord | None = None  # the LLC's adaptive schedule, when it has one
 
 
 def empty_metrics() -> pd.DataFrame:
@@ -247,19 +237,15 @@ def load_checkpoint_steps(run_dir: Path) -> tuple[int, ...]:
         raise RunDataError(f"{CHECKPOINT_INDEX_PATH.as_posix()} is malformed ({type(e).__name__})") from None
 
 
-def load_adaptive_llc(run_dir: Path) -> AdaptiveLLC | None:
+def load_adaptive_llc(run_dir: Path) -> AdaptiveRecord | None:
     """The newest LLC adaptive-schedule record (`adaptive/llc-*.json`), or None. Raises RunDataError if malformed."""
     records = sorted((Path(run_dir) / ADAPTIVE_DIRNAME).glob("llc-*.json"), key=lambda p: p.stat().st_mtime_ns)
     if not records:
         return None
-    path = records[-1]
     try:
-        record = json.loads(path.read_text())
-        rounds = [[int(s) for s in r] for r in record["rounds"]]
-        return AdaptiveLLC(tuple(sorted(set().union(*map(set, rounds[1:])))), len(set().union(*map(set, rounds))),
-                           len(record["checkpoint_steps"]), len(rounds))
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
-        raise RunDataError(f"{ADAPTIVE_DIRNAME}/{path.name} is malformed ({type(e).__name__})") from None
+        return read_adaptive_file(records[-1])
+    except (FileNotFoundError, UnreadableFileError) as e:
+        raise RunDataError(f"{ADAPTIVE_DIRNAME}/{records[-1].name} is malformed ({type(e).__name__})") from None
 
 
 # ---------------------------------------------------------------------------------------------

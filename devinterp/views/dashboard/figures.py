@@ -233,12 +233,13 @@ def llc_chart(runs: list[RunSnapshot], options: PlotOptions, revision: str) -> F
         traces.append(line)
         if run.adaptive is not None:  # the points the adaptive schedule's refinement rounds added
             a = run.adaptive
-            added = np.isin(x, a.refined_steps)
+            added = np.isin(x, sorted(a.refined))
             traces.append({"type": "scatter", "mode": "markers", "x": _values(x[added]), "y": _values(mean[added]),
                            "marker": {"symbol": "triangle-up", "size": 9, "color": color},
                            "meta": [run.run_id, "adaptive"], "hoverinfo": "x+y",
-                           "name": _legend_name(run, runs, f"adaptive: {a.measured} of {a.checkpoints} checkpoints, "
-                                                           f"{len(a.refined_steps)} from {a.rounds - 1} refinement round(s)")})
+                           "name": _legend_name(run, runs, f"adaptive: {len(a.measured)} of {len(a.checkpoint_steps)} "
+                                                           f"checkpoints, {len(a.refined)} from {len(a.rounds) - 1} "
+                                                           "refinement round(s)")})
     fig = _figure(traces, title, "LLC estimate λ̂ (dimensionless)", options, revision)
     if not traces:
         _empty_note(fig, "no llc/mean yet")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from devinterp.analysis.outputs import checkpoint_outputs
 from devinterp.slt.llc import MIN_ESS, failed_checks
-from devinterp.store.adaptive import read_adaptive_record
+from devinterp.store.adaptive import AdaptiveRecord, read_adaptive_record
 from devinterp.store.atomic import atomic_write_text
 from devinterp.store.calibration import CALIBRATION_DIRNAME
 from devinterp.store.metrics import metric_series, read_metrics_and_problems
@@ -138,7 +138,7 @@ def find_stages(metrics: pd.DataFrame, llc: str, loss: str, llc_std: str | None,
     return stages
 
 
-def adaptive_schedule(run: RunLLC, llc: str, notes: list[str]) -> dict | None:
+def adaptive_schedule(run: RunLLC, llc: str, notes: list[str]) -> AdaptiveRecord | None:
     """The adaptive schedule record of the run's primary LLC series (`devinterp.store.adaptive`), or None
     when it was not scheduled adaptively; a note says what it measured and saved."""
     if run.primary is None:
@@ -150,18 +150,12 @@ def adaptive_schedule(run: RunLLC, llc: str, notes: list[str]) -> dict | None:
         return None
     if record is None:
         return None
-    rounds, total = record["rounds"], len(record["checkpoint_steps"])
-    measured = len(set().union(*map(set, rounds)))
+    measured, total = len(record.measured), len(record.checkpoint_steps)
     notes.append(f"LLC scheduled adaptively: {measured} of {total} checkpoints measured ({measured / total:.0%}): "
-                 f"{len(rounds[0])} coarse, {measured - len(rounds[0])} added in {len(rounds) - 1} refinement "
+                 f"{len(record.rounds[0])} coarse, {len(record.refined)} added in {len(record.rounds) - 1} refinement "
                  f"round(s) (triangles in the LLC figure); {total - measured} estimates saved against measuring "
                  "every checkpoint.")
     return record
-
-
-def refined_steps(record: dict | None) -> set[int]:
-    """The steps an adaptive schedule's refinement rounds added (none without a record)."""
-    return set().union(*map(set, record["rounds"][1:])) if record else set()
 
 
 def format_stages(stages: pd.DataFrame) -> str:
@@ -217,7 +211,7 @@ def compare_seeds(seeds: list[Path], llc: str, loss: str, llc_std: str | None, l
             continue
         record = adaptive_schedule(run, llc, [])
         compared[seed_dir.name] = find_stages(run.metrics, llc, loss, llc_std, own_notes,
-                                              record["checkpoint_steps"] if record else None)
+                                              record.checkpoint_steps if record else None)
         curves[seed_dir.name] = metric_series(run.metrics, llc).sort_index()
         notes.append(f"Seed run {seed_dir.name} (LLC series {run.labels[run.primary]}): stages "
                      f"{stage_summary(compared[seed_dir.name])}." + "".join(f" {n}" for n in own_notes))
@@ -289,7 +283,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     out.mkdir(parents=True, exist_ok=True)
     metrics = run.metrics
     record = adaptive_schedule(run, llc, notes)
-    stages = find_stages(metrics, llc, loss, llc_std, notes, record["checkpoint_steps"] if record else None)
+    stages = find_stages(metrics, llc, loss, llc_std, notes, record.checkpoint_steps if record else None)
     compared = compare_settings(run, llc, loss, llc_std, notes)
     if not stages.empty:
         stages = mark_robustness(stages, compared, "LLC settings")
@@ -303,7 +297,7 @@ def build_report(run_dir: Path, llc: str = "llc/mean", loss: str = DEFAULT_LOSS,
     overlay.update({f"seed run {name}": curve for name, curve in seed_curves.items()})
     llc_label = "LLC (mean over chains)" + (f", {run.labels[run.primary]}" + (f", run {main_run.name}" if seeds else "")
                                             if overlay else "")
-    made = draw_figures(metrics, stages, out, llc, llc_std, llc_label, overlay, refined_steps(record))
+    made = draw_figures(metrics, stages, out, llc, llc_std, llc_label, overlay, record.refined if record else set())
     ed_boundaries, ed_figure = essential_dynamics_boundaries(main_run, stages, out, ed_examples, device, notes)
     report = Report(out, stages, [p for p in [*made, ed_figure] if p is not None], notes, ed_boundaries,
                     {**compared, **seed_stages})

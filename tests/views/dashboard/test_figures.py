@@ -7,7 +7,7 @@ import pytest
 from devinterp.views.dashboard import data
 from devinterp.views.dashboard.figures import CHART_IDS, PlotOptions, build_charts
 from devinterp.store import MetricsWriter
-from devinterp.store.adaptive import write_adaptive_record
+from devinterp.store.adaptive import AdaptiveRecord, write_adaptive_record
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_unhealthy_llc_estimates_have_hollow_markers(two_runs):
 def test_points_added_by_adaptive_refinement_are_marked(synthetic_run, tmp_path):
     run_dir = synthetic_run("s/seed0", steps=200, n_log=5, n_linear=10)
     steps = data.load_run(tmp_path / "runs", run_dir, time.time(), 600).checkpoint_steps
-    write_adaptive_record(run_dir, "llc", "abc", {"checkpoint_steps": list(steps), "rounds": [list(steps[::3]), [steps[4]]]})
+    write_adaptive_record(run_dir, "llc", "abc", AdaptiveRecord(list(steps), [list(steps[::3]), [steps[4]]]))
     run = data.load_run(tmp_path / "runs", run_dir, time.time(), 600)
     added = traces(build_charts([run], PlotOptions())["llc"], "adaptive")
     assert len(added) == 1 and added[0]["x"] == [steps[4]] and added[0]["marker"]["symbol"] == "triangle-up"
