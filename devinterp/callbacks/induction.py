@@ -26,6 +26,17 @@ from devinterp.callbacks.custom_loss import CustomLossModel
 PROBES = ("repeated", "eval")
 
 
+def not_a_language_model(model: torch.nn.Module, eval_tokens: torch.Tensor, needs: str) -> str | None:
+    """Why a callback that needs `needs` (a transformers model with an integer vocabulary, fed rows of token
+    ids) cannot measure `model` on `eval_tokens`, or None (see `Callback.unsupported`)."""
+    if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
+        return (f"needs {needs} (this is a {type(model).__name__}"
+                + (" measured with its own loss_fn)" if isinstance(model, CustomLossModel) else ")"))
+    if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
+        return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
+    return None
+
+
 @dataclass
 class InductionSettings:
     num_sequences: int = 64
@@ -43,11 +54,9 @@ class InductionCallback(Callback):
     Settings = InductionSettings
 
     def unsupported(self, model: torch.nn.Module, eval_tokens: torch.Tensor) -> str | None:
-        if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
-            return (f"needs a transformers language model with attention (this is a {type(model).__name__}"
-                    + (" measured with its own loss_fn)" if isinstance(model, CustomLossModel) else ")"))
-        if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
-            return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
+        problem = not_a_language_model(model, eval_tokens, "a transformers language model with attention")
+        if problem is not None:
+            return problem
         probe = torch.zeros(1, min(4, eval_tokens.shape[1]), dtype=torch.long, device=next(model.parameters()).device)
         try:
             with torch.no_grad():

@@ -16,9 +16,9 @@ from typing import List
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
 from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
+from devinterp.callbacks.induction import not_a_language_model
 
 
 @dataclass
@@ -42,6 +42,7 @@ class NgramTable:
     context_keys: torch.Tensor  # (contexts,) ascending
     context_totals: torch.Tensor  # (contexts,) occurrences of each context
     context_starts: torch.Tensor  # (contexts,) first pair of each context
+    context_sizes: torch.Tensor  # (contexts,) pairs of each context
     next_tokens: torch.Tensor  # (pairs,)
     counts: torch.Tensor  # (pairs,)
 
@@ -64,7 +65,7 @@ def count_ngrams(tokens: torch.Tensor, n: int, vocab: int) -> NgramTable:
     starts = torch.cumsum(per_context, 0) - per_context
     totals = torch.zeros(len(contexts), dtype=torch.int64).index_add_(
         0, torch.repeat_interleave(torch.arange(len(contexts)), per_context), counts)
-    return NgramTable(contexts, totals, starts, pairs % vocab, counts)
+    return NgramTable(contexts, totals, starts, per_context, pairs % vocab, counts)
 
 
 def ngram_kl(log_probs: torch.Tensor, tokens: torch.Tensor, table: NgramTable, n: int, min_count: int
@@ -81,8 +82,7 @@ def ngram_kl(log_probs: torch.Tensor, tokens: torch.Tensor, table: NgramTable, n
     if len(positions) == 0:
         return float("nan"), 0.0
     contexts = found[positions]
-    ends = torch.cat([table.context_starts[1:], torch.tensor([len(table.counts)])])
-    lengths = ends[contexts] - table.context_starts[contexts]
+    lengths = table.context_sizes[contexts]
     owner = torch.repeat_interleave(torch.arange(len(positions)), lengths)
     offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
     pair = table.context_starts[contexts][owner] + offset  # every continuation of each scored position's context
@@ -100,11 +100,7 @@ class NgramCallback(Callback):
     Settings = NgramSettings
 
     def unsupported(self, model: torch.nn.Module, eval_tokens: torch.Tensor) -> str | None:
-        if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
-            return f"needs a transformers language model (this is a {type(model).__name__})"
-        if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
-            return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
-        return None
+        return not_a_language_model(model, eval_tokens, "a transformers language model")
 
     def on_checkpoint(self, ctx: CallbackContext) -> CallbackOutput:
         c = self.config
