@@ -8,7 +8,9 @@ Written as a `transformers.PreTrainedModel` (`AttnOnlyConfig` is its saved confi
 default attention path is explicit (`softmax(q k^T / sqrt(d_head))`), which works under `torch.func`
 transforms (vmap, jvp, grad) and double backward; the fused `scaled_dot_product_attention` path
 (`attn_impl="sdpa"`) is faster for plain training but supports neither forward-mode AD nor double
-backward. `AttnOnlyModelConfig` is the schema of configs/model/attn_only.yaml.
+backward, so it is used in training mode only: in eval mode, where every measurement runs (the callbacks,
+the LLC's SGLD chains, Hessian-vector products), the model computes its attention explicitly.
+`AttnOnlyModelConfig` is the schema of configs/model/attn_only.yaml.
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(d_model, dim=-1)
         # (batch, heads, seq, d_head)
         q, k, v = (t.view(batch, seq, self.n_heads, self.d_head).transpose(1, 2) for t in (q, k, v))
-        if self.attn_impl == "sdpa" and not output_attentions:
+        if self.attn_impl == "sdpa" and self.training and not output_attentions:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             pattern = None
         else:

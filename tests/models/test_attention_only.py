@@ -74,3 +74,20 @@ def test_head_masks_select_one_heads_slices():
     assert masks["blocks.1.attn.qkv.weight"].sum() == 3 * d_head * 8
     assert masks["blocks.1.attn.out.weight"][:, :d_head].all()
     assert not masks["blocks.1.attn.out.weight"][:, d_head:].any()
+
+
+def test_a_fused_attention_model_measures_with_explicit_attention():
+    """Training mode uses the fused kernel; eval mode (every measurement) the explicit path, which has double
+    backward: a model trained with attn_impl=sdpa still gets Hessian-vector products and the LLC calibration."""
+    model = tiny_model(attn_impl="sdpa")
+    tokens = torch.randint(0, 11, (2, 8))
+    params = list(model.parameters())
+    grads = torch.autograd.grad(model.train()(tokens, labels=tokens).loss, params, create_graph=True)
+    try:
+        torch.autograd.grad(sum((g * g).sum() for g in grads), params)
+        fused_has_double_backward = True
+    except RuntimeError:
+        fused_has_double_backward = False
+    grads = torch.autograd.grad(model.eval()(tokens, labels=tokens).loss, params, create_graph=True)
+    torch.autograd.grad(sum((g * g).sum() for g in grads), params)  # must not raise
+    assert not fused_has_double_backward  # else this test no longer tells the paths apart
