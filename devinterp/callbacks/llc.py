@@ -10,8 +10,9 @@ within the budget `max_batch_size`, `max_steps`, at the given nbeta and localiza
 checkpoint of the run uses the stored result, so all are comparable. The reference checkpoint is,
 post hoc over a finished run, the last due checkpoint; live (and following a run still training),
 the first due checkpoint after the training loss has left its initial plateau (fallen by
-PLATEAU_DROP of its initial value), or the last due one if it never does. Checkpoints before it are
-measured once it is calibrated. Settings given as numbers are used as given (batch_size, num_draws,
+PLATEAU_DROP of its initial value), or the last due one if it never does; with `reference: last` the last
+due one (where the curvature grows over training, as in a language model, an early reference's step
+size is too large for the later checkpoints). Checkpoints before it are measured once it is calibrated. Settings given as numbers are used as given (batch_size, num_draws,
 num_burnin also with `step_size: auto`); with an explicit step_size, those left `auto` take
 FIXED_DEFAULTS. The record, with the calibration's reason and problems, is
 `calibration/llc-<settings hash>.json` in the run directory.
@@ -39,6 +40,7 @@ FIXED_DEFAULTS = {"batch_size": 16, "num_burnin": 0, "num_draws": 100}
 PLATEAU_DROP = 0.05
 PLATEAU_WINDOW = 3  # checkpoints whose train losses are averaged (median) at either end
 REFINED_MODES = ("none", "per_layer", "per_head")
+REFERENCES = ("early", "last")
 
 
 def next_token_loss(model, batch):
@@ -61,6 +63,7 @@ class LLCSettings:
     preconditioner: str = "diagonal"  # or none (devinterp.slt.preconditioning)
     num_samples: int = 1024
     refined: str = "none"  # none | per_layer | per_head
+    reference: str = "early"  # live: calibrate on the first checkpoint past the initial plateau, or the last
 
     def __post_init__(self):
         # YAML reads 1e-3 as a string: numbers given as strings become numbers (validate() checks them).
@@ -96,6 +99,7 @@ class LLCSettings:
         require(self.preconditioner == "none" or self.sampler != "rmsprop_sgld", "preconditioner",
                 self.preconditioner, "needs sampler sgld or lm_sgld (rmsprop_sgld brings its own)")
         require(self.refined in REFINED_MODES, "refined", self.refined, f"not one of {', '.join(REFINED_MODES)}")
+        require(self.reference in REFERENCES, "reference", self.reference, f"not one of {', '.join(REFERENCES)}")
 
     @property
     def auto(self) -> bool:
@@ -141,7 +145,7 @@ class LLCCallback(Callback):
         if record is None and ctx.run_dir is not None:
             record = read_calibration(ctx.run_dir, self.name, self.settings_hash)
         if record is None:
-            if ctx.run_dir is not None and not is_reference_step(ctx):
+            if ctx.run_dir is not None and not is_reference_step(ctx, self.config.reference):
                 raise Deferred("the LLC's calibration waits for its reference checkpoint")
             record = self._calibrate(ctx)
             if ctx.run_dir is not None:
@@ -205,13 +209,16 @@ class LLCCallback(Callback):
         return []
 
 
-def is_reference_step(ctx: CallbackContext) -> bool:
-    """Whether `ctx.step` is the checkpoint the run's LLC is calibrated on (module docstring)."""
+def is_reference_step(ctx: CallbackContext, reference: str = "early") -> bool:
+    """Whether `ctx.step` is the checkpoint the run's LLC is calibrated on (module docstring); `reference`
+    "last" makes a live run wait for its last due checkpoint too."""
     if ctx.run_finished:
         saved = {info.step for info in checkpoints.list_checkpoints(ctx.run_dir)}
         return ctx.step == max((s for s in ctx.due_steps if s in saved), default=ctx.step)
     if ctx.step >= max(ctx.due_steps, default=ctx.step):
         return True
+    if reference == "last":
+        return False
     losses = [info.train_loss for info in checkpoints.list_checkpoints(ctx.run_dir)
               if info.train_loss is not None and info.step <= ctx.step]
     return left_initial_plateau(losses)

@@ -94,3 +94,22 @@ def test_bad_auto_settings_name_the_key(settings, key):
 def test_numbers_given_as_strings_are_numbers():
     callback = LLCCallback(step_size="1e-3", num_draws="50")
     assert callback.config.step_size == 1e-3 and callback.config.num_draws == 50 and not callback.config.auto
+
+
+@pytest.mark.parametrize("reference", ["early", "last"])
+def test_live_reference_checkpoint_early_or_last(monkeypatch, tmp_path, reference):
+    from devinterp.callbacks import llc
+    from devinterp.callbacks.base import CallbackContext
+
+    losses = [7.0, 7.0, 7.0, 6.9, 6.0, 5.0, 4.0, 3.5, 3.2, 3.0]  # leaves its initial plateau at step 5
+    infos = [checkpoints.CheckpointInfo(step, f"checkpoints/{step}", loss, 0.0, 0) for step, loss in enumerate(losses)]
+    monkeypatch.setattr(llc.checkpoints, "list_checkpoints", lambda run_dir: infos)
+    due = tuple(range(len(losses)))
+
+    def live(step):
+        return CallbackContext(step, None, None, None, None, "cpu", 0, run_dir=tmp_path, due_steps=due)
+
+    chosen = [s for s in due if llc.is_reference_step(live(s), reference)]
+    assert chosen[0] == (5 if reference == "early" else 9)
+    with pytest.raises(Exception, match="callbacks.llc.reference="):
+        LLCCallback(reference="middle")
