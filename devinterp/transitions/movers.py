@@ -29,10 +29,12 @@ from devinterp.transitions.metrics import expand_names, get_series, to_wide
 from devinterp.transitions.smoothing import log_step
 
 # What the model is doing beside the LLC (globs allowed): weight norm, LayerNorm gains, the Hessian's
-# trace and top eigenvalue, per-head refined LLC, in-context scores, induction / previous-token heads.
+# trace and top eigenvalue, per-head refined LLC, in-context scores, induction / previous-token heads,
+# n-gram scores.
 MOVER_METRICS = (
     "weights/norm", "weights/ln_gain", "hessian/trace", "hessian/top_1", "llc/L*H*/mean",
     "eval/icl_score", "induction/icl_score", "induction/prefix_matching_max", "induction/previous_token_max",
+    "ngram/kl_2", "ngram/kl_3",
 )
 MIN_MOVER_POINTS = 3
 SPIKE_WINDOW = 3  # running median over this many logged points: a one-checkpoint spike moves nothing

@@ -132,3 +132,14 @@ def test_bigram_filler_walks_a_fixed_sparse_language():
     assert ((seen > 0) <= (task.transitions > 1e-4)).all()
     uniform = InductionTask(vocab_size=6, seq_len=40, seed=0, min_period=20, max_period=20)
     assert uniform.transitions is None and not torch.equal(uniform.train_batch(0, 200), task.train_batch(0, 200))
+
+
+def test_text_icl_score_compares_late_with_early_position_windows(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(bytes(range(256)) * 8)
+    task = TextTask(path=str(path), seq_len=33, seed=0, eval_size=4)
+    width = task.seq_len - 1  # columns of the per-token losses: token t+1 predicted at column t
+    losses = torch.full((4, width), 3.0)
+    losses[:, width - width // 8 :] = 1.0  # context helps at the end
+    losses[:, 0] = 9.0  # the first positions are outside the early window
+    assert task.eval_metrics(losses)["eval/icl_score"] == pytest.approx(-2.0)

@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,13 +320,22 @@ def draw_figures(metrics: pd.DataFrame, stages: pd.DataFrame, out: Path, llc: st
                           "eigenvalue", out / "hessian_top.png"),
         figures.line_plot(metrics, stages, {"hessian/trace": "trace"}, "Hessian: trace", "tr(H)",
                           out / "hessian_trace.png"),
-        figures.line_plot(metrics, stages, {"eval/icl_score": "eval set", "induction/icl_score": "repeated-token probe"},
+        figures.line_plot(metrics, stages, {"eval/icl_score": "eval set", "induction/icl_score": "induction probe"},
                           "In-context learning score (late minus early loss)", "nats", out / "icl_score.png"),
+        figures.line_plot(metrics, stages, ngram_scores(metrics),
+                          "n-gram scores: KL(corpus n-gram statistics ‖ model)", "nats", out / "ngram.png"),
         figures.heads_plot(metrics, stages, "induction/prefix_matching/", "Prefix-matching (induction) score per head",
                            out / "prefix_matching.png"),
         figures.heads_plot(metrics, stages, "induction/previous_token/", "Previous-token score per head",
                            out / "previous_token.png"),
     ]
+
+
+def ngram_scores(metrics: pd.DataFrame) -> dict[str, str]:
+    """{metric: label} of the logged `ngram/kl_<n>` scores (the `ngram` callback), by n."""
+    orders = sorted(int(m.group(1)) for name in metrics["name"].unique()
+                    if (m := re.fullmatch(r"ngram/kl_(\d+)", str(name))))
+    return {f"ngram/kl_{n}": ("bigram" if n == 2 else f"{n}-gram") for n in orders}
 
 
 def essential_dynamics_boundaries(run_dir: Path, stages: pd.DataFrame, out: Path, ed_examples: int, device: str,

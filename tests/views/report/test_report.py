@@ -98,3 +98,20 @@ def test_stages_of_a_task_without_in_context_scores_raise_no_warning():
         warnings.simplefilter("error")
         stages = find_stages(metrics, "llc/mean", "eval/loss", "llc/std", notes)
     assert list(stages["type"]) == ["A", "B", "A"] and notes == []
+
+
+def test_report_draws_the_ngram_scores_by_order(run_with_llc, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_with_llc, run_dir, ignore=shutil.ignore_patterns("report"))
+    steps = sorted(pd.read_json(run_dir / "checkpoints" / "index.json")["step"])
+    writer = MetricsWriter(run_dir, callback="ngram", settings="orders")
+    for step in steps:
+        writer.add(step, {"ngram/kl_10": 1.0, "ngram/kl_2": 2.0 / (1 + step), "ngram/coverage_2": 1.0})
+    writer.flush()
+    report = build_report(run_dir, loss="synthetic/loss")
+    assert "ngram.png" in {p.name for p in report.figures}
+    from devinterp.views.report.build import ngram_scores
+    metrics = pd.DataFrame({"name": ["ngram/kl_10", "ngram/coverage_2", "ngram/kl_2", "llc/mean"]})
+    assert list(ngram_scores(metrics).items()) == [("ngram/kl_2", "bigram"), ("ngram/kl_10", "10-gram")]
