@@ -184,6 +184,22 @@ def test_other_tasks_and_models_train(tmp_path, tiny_overrides, experiment):
     assert checkpoints.load(result.run_dir, 10).config._attn_implementation == "eager"
 
 
+@pytest.mark.slow(seconds=15)
+def test_lm_stages_preset_trains_and_measures_its_stage_metrics(tmp_path):
+    """experiment=lm_stages in miniature: real text, fused attention in training, the preset's callbacks live
+    (the LLC left out here: its calibration through the explicit path is tests/models' and tests/callbacks')."""
+    small = ["task.source=docs", "task.vocab_size=512", f"task.cache_dir={tmp_path / 'cache'}", "task.seq_len=32",
+             "task.eval_size=16", "model.d_model=16", "model.n_heads=2", "batch_size=4", "train_sample_size=32",
+             "steps=8", "checkpoints.log=3", "checkpoints.linear=3", "progress=false", "~callbacks.llc",
+             "callbacks.induction.num_sequences=8", "callbacks.ngram.num_sequences=8", f"runs_root={tmp_path / 'runs'}"]
+    result = train(["experiment=lm_stages", *small])
+    metrics = read_metrics(result.run_dir)
+    for name in ("eval/icl_score", "ngram/kl_2", "ngram/kl_3", "induction/prefix_matching_max", "train/fixed_loss"):
+        assert metric_series(metrics, name).notna().all(), name
+    model = checkpoints.load(result.run_dir, 8)
+    assert model.config.attn_impl == "sdpa" and model.config.vocab_size == 512
+
+
 def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50)
