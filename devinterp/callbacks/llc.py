@@ -10,12 +10,12 @@ within the budget `max_batch_size`, `max_steps`, at the given nbeta and localiza
 checkpoint of the run uses the stored result, so all are comparable. The reference checkpoint is,
 post hoc over a finished run, the last due checkpoint; live (and following a run still training),
 the first due checkpoint after the training loss has left its initial plateau (fallen by
-PLATEAU_DROP of its initial value), or the last due one if it never does; with `reference: last` the last
-due one (where the curvature grows over training, as in a language model, an early reference's step
-size is too large for the later checkpoints). Checkpoints before it are measured once it is calibrated. Settings given as numbers are used as given (batch_size, num_draws,
-num_burnin also with `step_size: auto`); with an explicit step_size, those left `auto` take
-FIXED_DEFAULTS. The record, with the calibration's reason and problems, is
-`calibration/llc-<settings hash>.json` in the run directory.
+PLATEAU_DROP of its initial value), or the last due one if it never does; with `reference: last`, the
+last due one (a run whose loss falls from the first steps, like a language model's, is otherwise
+calibrated on a barely trained model). Checkpoints before it are measured once it is calibrated.
+Settings given as numbers are used as given (batch_size, num_draws, num_burnin also with
+`step_size: auto`); with an explicit step_size, those left `auto` take FIXED_DEFAULTS. The record, with
+the calibration's reason and problems, is `calibration/llc-<settings hash>.json` in the run directory.
 """
 from __future__ import annotations
 

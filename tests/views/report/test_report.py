@@ -100,18 +100,14 @@ def test_stages_of_a_task_without_in_context_scores_raise_no_warning():
     assert list(stages["type"]) == ["A", "B", "A"] and notes == []
 
 
-def test_report_draws_the_ngram_scores_by_order(run_with_llc, tmp_path):
-    import shutil
+def test_report_draws_the_ngram_scores_by_order(tmp_path):
+    from devinterp.views.report.build import REPORT_STAGE_COLUMNS, draw_figures, ngram_scores
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(run_with_llc, run_dir, ignore=shutil.ignore_patterns("report"))
-    steps = sorted(pd.read_json(run_dir / "checkpoints" / "index.json")["step"])
-    writer = MetricsWriter(run_dir, callback="ngram", settings="orders")
-    for step in steps:
-        writer.add(step, {"ngram/kl_10": 1.0, "ngram/kl_2": 2.0 / (1 + step), "ngram/coverage_2": 1.0})
-    writer.flush()
-    report = build_report(run_dir, loss="synthetic/loss")
-    assert "ngram.png" in {p.name for p in report.figures}
-    from devinterp.views.report.build import ngram_scores
-    metrics = pd.DataFrame({"name": ["ngram/kl_10", "ngram/coverage_2", "ngram/kl_2", "llc/mean"]})
+    steps = [0, 10, 100, 1000]
+    rows = [{"step": step, "name": name, "value": value} for step in steps
+            for name, value in (("ngram/kl_10", 1.0), ("ngram/kl_2", 2.0 / (1 + step)), ("ngram/coverage_2", 1.0))]
+    metrics = pd.DataFrame(rows)
     assert list(ngram_scores(metrics).items()) == [("ngram/kl_2", "bigram"), ("ngram/kl_10", "10-gram")]
+    made = draw_figures(metrics, pd.DataFrame(columns=REPORT_STAGE_COLUMNS), tmp_path, "llc/mean", None, "LLC", {},
+                        set())
+    assert [p.name for p in made if p is not None] == ["ngram.png"]  # the only figure with data here
