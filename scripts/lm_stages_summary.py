@@ -21,6 +21,7 @@ import pandas as pd
 
 from devinterp.store.metrics import read_metrics
 from devinterp.store.run_dir import REPORT_DIRNAME, STAGES_FILE
+from devinterp.transitions.metrics import to_wide
 from devinterp.transitions.robustness import MIN_SPREADS
 
 COLUMNS = {"llc/mean": "llc", "llc/std": "llc_std", "llc/healthy": "healthy", "train/fixed_loss": "train_loss",
@@ -29,10 +30,8 @@ COLUMNS = {"llc/mean": "llc", "llc/std": "llc_std", "llc/healthy": "healthy", "t
 
 
 def wide(run_dir: Path) -> pd.DataFrame:
-    metrics = read_metrics(run_dir)
-    table = metrics[metrics["name"].isin(COLUMNS)].pivot_table(index="step", columns="name", values="value",
-                                                               aggfunc="last")
-    return table.rename(columns=COLUMNS)
+    table = to_wide(read_metrics(run_dir))
+    return table[[name for name in COLUMNS if name in table.columns]].rename(columns=COLUMNS)
 
 
 def rise_step(series: pd.Series, fraction: float) -> int | None:

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from devinterp.core.errors import require
-from devinterp.store.atomic import TMP_PREFIX, atomic_write_text
+from devinterp.store.atomic import atomic_write_text, tmp_path_for
 from devinterp.tasks.base import TaskConfig
 from devinterp.tasks.text import StreamWindows
 
@@ -118,7 +118,7 @@ def corpus_tokens(source: str, vocab_size: int, cache_dir: Path) -> tuple[torch.
     tokens = torch.tensor(ids, dtype=torch.int64)
     stem.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tokenizer_path, tokenizer.to_str())
-    tmp = tokens_path.with_name(f"{TMP_PREFIX}{tokens_path.name}")
+    tmp = tmp_path_for(tokens_path)
     save_file({"tokens": tokens}, tmp)
     os.replace(tmp, tokens_path)  # atomic: a reader sees the whole file or none
     return tokens, tokenizer_path
