@@ -19,7 +19,9 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from transformers import PreTrainedModel
 
+from devinterp.callbacks.custom_loss import CustomLossModel
 # require and positive are also the callbacks' own building blocks of Settings.validate
 from devinterp.core.errors import ConfigError, SettingError, describe, positive, require  # noqa: F401
 from devinterp.tasks import Task
@@ -213,3 +215,14 @@ def _as_adaptive(value) -> AdaptiveSettings | None:
         return AdaptiveSettings(**value)
     except (TypeError, ValueError) as e:
         raise SettingError("schedule.adaptive", value, str(e)) from None
+
+
+def not_a_language_model(model: torch.nn.Module, eval_tokens: torch.Tensor, needs: str) -> str | None:
+    """Why a callback that needs `needs` (a transformers model with an integer vocabulary, fed rows of token
+    ids) cannot measure `model` on `eval_tokens`, or None (see `Callback.unsupported`)."""
+    if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
+        return (f"needs {needs} (this is a {type(model).__name__}"
+                + (" measured with its own loss_fn)" if isinstance(model, CustomLossModel) else ")"))
+    if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
+        return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
+    return None

@@ -7,8 +7,9 @@ eval set instead (real text: what the heads do on the data). For each head (laye
 - prefix-matching score: mean attention, from a position i whose token occurred before, to the
   positions right after its earlier occurrences (on the repeated probe: i - prefix + 1 in the copy):
   what an induction head attends to;
-Also `induction/icl_score`: loss at the last position minus loss at a quarter of the sequence
-(on the repeated probe, the middle of the random prefix; negative once context helps).
+Also `induction/icl_score` (nats, negative once context helps): on the repeated probe, the loss at the last
+position minus the loss at a quarter of the sequence (the middle of the random prefix); on `probe: eval`,
+`devinterp.tasks.windowed_icl_score` (late minus early windows of positions, as the text tasks' `eval/icl_score`).
 """
 from __future__ import annotations
 
@@ -17,24 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
-from devinterp.callbacks.custom_loss import CustomLossModel
+from devinterp.callbacks.base import (Callback, CallbackContext, CallbackOutput, not_a_language_model, positive,
+                                     require)
+from devinterp.tasks import windowed_icl_score
 
 
 PROBES = ("repeated", "eval")
-
-
-def not_a_language_model(model: torch.nn.Module, eval_tokens: torch.Tensor, needs: str) -> str | None:
-    """Why a callback that needs `needs` (a transformers model with an integer vocabulary, fed rows of token
-    ids) cannot measure `model` on `eval_tokens`, or None (see `Callback.unsupported`)."""
-    if not isinstance(model, PreTrainedModel) or not isinstance(getattr(model.config, "vocab_size", None), int):
-        return (f"needs {needs} (this is a {type(model).__name__}"
-                + (" measured with its own loss_fn)" if isinstance(model, CustomLossModel) else ")"))
-    if eval_tokens.is_floating_point() or eval_tokens.dim() != 2:
-        return f"needs rows of token ids (the run's inputs have shape {tuple(eval_tokens.shape)})"
-    return None
 
 
 @dataclass
@@ -91,8 +81,13 @@ class InductionCallback(Callback):
             copy_positions = positions[prefix:]
             matching = patterns[..., copy_positions, copy_positions - prefix + 1].mean(dim=(1, 3))
 
-        losses = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none").mean(0)
-        scalars = {"induction/icl_score": float(losses[-1] - losses[prefix // 2])}
+        token_losses = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        losses = token_losses.mean(0)
+        if self.config.probe == "eval":
+            icl = windowed_icl_score(token_losses)
+        else:
+            icl = float(losses[-1] - losses[prefix // 2])
+        scalars = {"induction/icl_score": icl}
         n_layers, n_heads = previous.shape
         for layer in range(n_layers):
             for head in range(n_heads):

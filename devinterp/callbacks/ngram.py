@@ -17,8 +17,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from devinterp.callbacks.base import Callback, CallbackContext, CallbackOutput, positive, require
-from devinterp.callbacks.induction import not_a_language_model
+from devinterp.callbacks.base import (Callback, CallbackContext, CallbackOutput, not_a_language_model, positive,
+                                     require)
 
 
 @dataclass

@@ -13,7 +13,8 @@ import torch
 from omegaconf import MISSING
 
 from devinterp.core.errors import require
-from devinterp.tasks.base import EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator
+from devinterp.tasks.base import (EVAL_STREAM, TRAIN_STREAM, NextTokenTask, TaskConfig, derived_generator,
+                                  windowed_icl_score)
 
 BYTE_VOCAB = 256
 
@@ -41,13 +42,8 @@ class StreamWindows(NextTokenTask):
                               derived_generator(self.seed, EVAL_STREAM))
 
     def eval_metrics(self, token_losses: torch.Tensor) -> dict[str, float]:
-        """`eval/icl_score` (nats): the mean loss over the last eighth of the positions minus the mean over
-        the second sixteenth (Olsson et al. 2022 compare the 500th token with the 50th). Windows of positions,
-        not single ones: a single position of a few hundred eval windows scatters by ~0.15 nats, as much as
-        the induction bump moves it."""
-        width = token_losses.shape[1]
-        early, late = token_losses[:, width // 16 : width // 8], token_losses[:, width - width // 8 :]
-        return {"eval/icl_score": float(late.mean() - early.mean())}
+        """`eval/icl_score`: `windowed_icl_score` of the eval windows."""
+        return {"eval/icl_score": windowed_icl_score(token_losses)}
 
 
 @dataclass

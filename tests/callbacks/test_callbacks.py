@@ -136,6 +136,26 @@ def test_induction_scores_on_the_runs_own_sequences():
         InductionCallback(probe="text")
 
 
+class CopyingModel(PerfectPatternsModel):
+    """Predicts the token 10 positions back with certainty from position 9 on, uniformly before."""
+
+    def forward(self, tokens, output_attentions=False):
+        out = super().forward(tokens, output_attentions)
+        logits = torch.zeros(*tokens.shape, 10)
+        logits[:, 9:].scatter_(2, tokens[:, : tokens.shape[1] - 9].unsqueeze(-1), 50.0)
+        return SimpleNamespace(logits=logits, attentions=out.attentions)
+
+
+def test_induction_icl_score_on_the_runs_own_sequences_compares_windows_of_positions():
+    """probe: eval scores in-context learning as the text tasks do, late minus early windows of positions:
+    the last eighth is copied (loss 0), the second sixteenth is not (ln 10). The repeated probe's single
+    positions (the last one against a quarter of the way in, both copied) would read 0."""
+    tokens = (torch.arange(40) % 10).repeat(4, 1)
+    scalars = InductionCallback(probe="eval", num_sequences=4).on_checkpoint(
+        context(CopyingModel(), tokens=tokens)).scalars
+    assert scalars["induction/icl_score"] == pytest.approx(-np.log(10), abs=1e-3)
+
+
 def test_weights_and_grads_callbacks():
     model = AttnOnlyTransformer(AttnOnlyConfig(vocab_size=10, n_ctx=12, d_model=8, n_heads=2, n_layers=2)).eval()
     initial = {k: v.clone() + 1.0 for k, v in model.state_dict().items()}
