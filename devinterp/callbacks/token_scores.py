@@ -40,7 +40,7 @@ class TokenScores:
 DEFAULT_EVAL_BATCH = 64
 
 
-@torch.no_grad()
+@torch.inference_mode()  # forward passes only: lets a model pick a fused kernel (models.attention_only)
 def token_scores(model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None = None,
                  batch_size: int = DEFAULT_EVAL_BATCH) -> TokenScores:
     """Per-token losses and hits of `model` on `tokens`, in batches of `batch_size` sequences (forward

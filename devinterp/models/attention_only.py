@@ -8,8 +8,10 @@ Written as a `transformers.PreTrainedModel` (`AttnOnlyConfig` is its saved confi
 default attention path is explicit (`softmax(q k^T / sqrt(d_head))`), which works under `torch.func`
 transforms (vmap, jvp, grad) and double backward; the fused `scaled_dot_product_attention` path
 (`attn_impl="sdpa"`) is faster for plain training but supports neither forward-mode AD nor double
-backward, so it is used in training mode only: in eval mode, where every measurement runs (the callbacks,
-the LLC's SGLD chains, Hessian-vector products), the model computes its attention explicitly.
+backward (nor a vmap rule), so it is used for training steps and for forward passes in
+`torch.inference_mode` (the loss callback's evaluations) only: in eval mode otherwise, where every other
+measurement runs (the LLC's SGLD chains and its vmapped losses at w*, Hessian-vector products), and wherever
+attention patterns are asked for, the model computes its attention explicitly.
 `AttnOnlyModelConfig` is the schema of configs/model/attn_only.yaml.
 """
 from __future__ import annotations
@@ -101,7 +103,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(d_model, dim=-1)
         # (batch, heads, seq, d_head)
         q, k, v = (t.view(batch, seq, self.n_heads, self.d_head).transpose(1, 2) for t in (q, k, v))
-        if self.attn_impl == "sdpa" and self.training and not output_attentions:
+        # the fused kernel has no double backward, no forward-mode AD and no vmap rule: used where none can be
+        # needed (training steps, forward passes in inference mode)
+        fused_ok = self.training or torch.is_inference_mode_enabled()
+        if self.attn_impl == "sdpa" and fused_ok and not output_attentions:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             pattern = None
         else:

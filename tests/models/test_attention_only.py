@@ -91,3 +91,31 @@ def test_a_fused_attention_model_measures_with_explicit_attention():
     grads = torch.autograd.grad(model.eval()(tokens, labels=tokens).loss, params, create_graph=True)
     torch.autograd.grad(sum((g * g).sum() for g in grads), params)  # must not raise
     assert not fused_has_double_backward  # else this test no longer tells the paths apart
+
+
+def test_a_fused_attention_model_uses_the_kernel_only_where_nothing_differentiates_it(monkeypatch):
+    """attn_impl=sdpa: the fused kernel in training steps and in inference mode (the loss callback), the
+    explicit path in eval mode otherwise (SGLD chains, vmapped losses at w*, HVPs), with the same logits."""
+    import devinterp.models.attention_only as attention_only
+
+    calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(attention_only.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    model, tokens = tiny_model(attn_impl="sdpa"), torch.randint(0, 11, (2, 8))
+
+    def fused_calls(run) -> int:
+        calls.clear()
+        run()
+        return len(calls)
+
+    assert fused_calls(lambda: model.train()(tokens)) == 2  # one per layer
+    model.eval()
+    with torch.inference_mode():
+        assert fused_calls(lambda: model(tokens)) == 2
+        inference_logits = model(tokens).logits
+    with torch.no_grad():
+        assert fused_calls(lambda: model(tokens)) == 0
+        assert torch.allclose(model(tokens).logits, inference_logits, atol=1e-5)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    assert fused_calls(lambda: vmap(lambda x: functional_call(model, params, (x[None],)).logits)(tokens)) == 0
