@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from devinterp.callbacks.base import (Callback, CallbackContext, CallbackOutput, not_a_language_model, positive,
                                      require)
-from devinterp.tasks import windowed_icl_score
+from devinterp.tasks import icl_score, windowed_icl_score
 
 
 PROBES = ("repeated", "eval")
@@ -82,11 +82,10 @@ class InductionCallback(Callback):
             matching = patterns[..., copy_positions, copy_positions - prefix + 1].mean(dim=(1, 3))
 
         token_losses = F.cross_entropy(out.logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-        losses = token_losses.mean(0)
         if self.config.probe == "eval":
             icl = windowed_icl_score(token_losses)
         else:
-            icl = float(losses[-1] - losses[prefix // 2])
+            icl = icl_score(token_losses, early=prefix // 2, late=-1)
         scalars = {"induction/icl_score": icl}
         n_layers, n_heads = previous.shape
         for layer in range(n_layers):
@@ -98,7 +97,7 @@ class InductionCallback(Callback):
         return CallbackOutput(scalars, {
             "induction/previous_token": previous.cpu().numpy(),
             "induction/prefix_matching": matching.cpu().numpy(),
-            "induction/loss_by_position": losses.cpu().numpy().astype(np.float32),
+            "induction/loss_by_position": token_losses.mean(0).cpu().numpy().astype(np.float32),
         })
 
 
