@@ -14,7 +14,7 @@ import torch
 from devinterp.store import checkpoints
 from devinterp.store.metrics import metric_series, read_metrics
 from devinterp.store.run_dir import read_status
-from devinterp.cli.train import compose_train_config, run
+from devinterp.cli.train import check_train_config, compose_train_config, run
 from devinterp.training.schedule import checkpoint_schedule
 
 # The default model and task, shortened: the induction bump comes at ~300 steps.
@@ -198,6 +198,18 @@ def test_lm_stages_preset_trains_and_measures_its_stage_metrics(tmp_path):
         assert metric_series(metrics, name).notna().all(), name
     model = checkpoints.load(result.run_dir, 8)
     assert model.config.attn_impl == "sdpa" and model.config.vocab_size == 512
+
+
+def test_lm_stages_long_is_lm_stages_trained_longer():
+    """The long preset shares the model, data and optimizer (so its first 5000 steps are lm_stages's), and
+    measures past the LLC's peak."""
+    short, long = (compose_train_config([f"experiment={name}"]) for name in ("lm_stages", "lm_stages_long"))
+    for key in ("model", "task", "optim", "batch_size", "seed"):
+        assert long[key] == short[key], key
+    assert long.name == "lm_stages_long" and long.steps > 2 * short.steps
+    check_train_config(long)
+    steps = checkpoint_schedule(long.steps, long.checkpoints.log, long.checkpoints.linear)
+    assert 8 <= math.ceil(len(steps) / long.callbacks.llc.schedule.checkpoint_stride) <= 12  # LLC estimates
 
 
 def test_text_task_trains_on_a_local_file(tmp_path, tiny_overrides):
