@@ -50,6 +50,7 @@ import yaml
 from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
 from devinterp.callbacks.llc import LLCCallback, left_initial_plateau, next_token_loss
+from devinterp.cli.configs import CONFIG_DIR
 from devinterp.slt import diagnostics as diag
 from devinterp.slt import estimate_llc
 from devinterp.slt.llc import measure_anchor
@@ -59,8 +60,6 @@ from devinterp.store import checkpoints
 from devinterp.store.run_dir import read_run_config
 
 BEFORE = "b327f2d"
-# The LLC settings of each preset (configs/callbacks/*.yaml), by the run's `name`; others: llc.yaml's.
-PRESET_SETTINGS = {"grokking": {"localization": 1000.0, "num_samples": 100000}}
 MAX_REFERENCE_RHAT = 1.01
 MIN_REFERENCE_ESS = 400
 REFERENCE_TREND = 0.01
@@ -100,11 +99,14 @@ for step in steps:
 
 
 def preset_settings(run_dir: Path) -> dict:
+    """The run's own LLC settings, else those of its preset's callbacks (configs/callbacks/<name>.yaml, by
+    the run's `name`), else llc.yaml's (empty: the callback's defaults)."""
     config = read_run_config(run_dir)
     own = (config.get("callbacks") or {}).get("llc")
-    if own:
-        return {k: v for k, v in own.items() if k not in ("_target_", "schedule")}
-    return dict(PRESET_SETTINGS.get(config.get("name"), {}))
+    preset = CONFIG_DIR / "callbacks" / f"{config.get('name')}.yaml"
+    if not own and preset.exists():
+        own = (yaml.safe_load(preset.read_text()) or {}).get("llc")
+    return {k: v for k, v in (own or {}).items() if k not in ("_target_", "schedule")}
 
 
 def context(run_dir: Path, data, step: int) -> CallbackContext:
@@ -141,7 +143,8 @@ def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: di
             yield dict(step=step, seed=seed, llc=r.mean, stderr=r.stderr, ess=r.diagnostics["ess"], healthy=r.healthy,
                        precise=r.precise, problems="; ".join(r.problems), seconds=time.perf_counter() - start,
                        settings=json.dumps({k: v for k, v in chosen.items() if k != "params"}),
-                       step_size_used=r.diagnostics["step_size"])
+                       step_size_used=r.diagnostics["step_size"], batch_used=r.diagnostics["batch_size"],
+                       noisy_llc=r.diagnostics.get("noisy_llc", math.nan))
 
 
 def measure_before(run_dir: Path, steps: list[int], seeds: list[int], settings: dict, revision: str):
@@ -233,7 +236,7 @@ def main() -> None:
         if args.csv:
             pd.DataFrame(rows).to_csv(args.csv, index=False)
         print(f"  {method:9s} step {row['step']:5d} seed {row['seed']:2d}: λ̂ {row['llc']:9.3f} ± {row['stderr']:.3f} "
-              f"ESS {row['ess']:6.0f}  {row['seconds']:6.1f} s  {'healthy' if row['healthy'] else 'BIASED: ' + row['problems']}",
+              f"ESS {row['ess']:6.0f}  batch {row.get('batch_used', '-')}  {row['seconds']:6.1f} s  {'healthy' if row['healthy'] else 'BIASED: ' + row['problems']}",
               flush=True)
 
     def missing(method: str) -> list[int]:

@@ -57,7 +57,7 @@ class LLCSettings:
     nbeta: Optional[float] = None  # default n / log n with n = num_samples
     localization: float = 100.0
     batch_size: Any = AUTO  # "auto" or a positive int
-    max_batch_size: int = 64  # auto: largest minibatch the calibration may choose
+    max_batch_size: int = 64  # auto: largest minibatch the calibration (and the noise check) may choose
     max_steps: int = 400  # auto: most SGLD steps per chain (burn-in + draws)
     sampler: str = "lm_sgld"  # or sgld, rmsprop_sgld (devinterp.slt.sampler)
     preconditioner: str = "diagonal"  # or none (devinterp.slt.preconditioning)
@@ -111,7 +111,9 @@ class LLCCallback(Callback):
     `llc/healthy` (1: no bias check failed) and `llc/precise` (1: ESS high enough; see
     `devinterp.slt.llc`) and what they rest on: `llc/rhat`, `llc/ess`, `llc/trend`, `llc/trend_z`,
     `llc/num_diverged`, `llc/noise_inflation`, `llc/fraction_below_init`, `llc/mean_distance`; the step used,
-    `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries); refined:
+    `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries), and the batch,
+    `llc/batch_size` (with `batch_size: auto`, a checkpoint noisier than the calibrated one is measured again
+    at a larger batch, up to `max_batch_size`: `estimate_llc`'s noise check); refined:
     `llc/layer<l>/mean|std|healthy|precise` or `llc/L<l>H<h>/...`.
     Arrays: `llc/loss_trace` (chains, draws), `llc/per_chain`."""
 
@@ -137,6 +139,8 @@ class LLCCallback(Callback):
         for key in ("batch_size", "num_draws", "num_burnin"):
             if getattr(c, key) != AUTO:
                 chosen[key] = getattr(c, key)
+        if c.batch_size == AUTO:  # a checkpoint noisier than the calibrated one gets a larger batch
+            chosen["max_batch_size"] = c.max_batch_size
         return {**common, **chosen}
 
     def calibration(self, ctx: CallbackContext) -> dict:
@@ -185,7 +189,7 @@ class LLCCallback(Callback):
                    "llc/init_loss": result.init_loss, "llc/healthy": float(result.healthy),
                    "llc/precise": float(result.precise)}
         for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_inflation", "fraction_below_init",
-                    "mean_distance", "step_size", "step_halvings"):
+                    "mean_distance", "step_size", "step_halvings", "batch_size"):
             scalars[f"llc/{key}"] = float(d[key])
         arrays = {"llc/loss_trace": np.asarray(result.loss_trace), "llc/per_chain": np.asarray(result.per_chain)}
         for label, params in self._refined_selectors(ctx.model):

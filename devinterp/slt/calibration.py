@@ -63,7 +63,7 @@ import torch
 from torch.utils.data import Dataset
 
 from devinterp.core.params import ParamSelector
-from devinterp.slt.geometry import CURVATURE_SAMPLES, noise_inflation, top_curvature
+from devinterp.slt.geometry import CURVATURE_SAMPLES, batch_for_noise, noise_inflation, top_curvature
 from devinterp.slt.llc import MIN_ESS, PRECONDITIONERS, LLCResult, default_nbeta, measure_anchor, sample_llc
 from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, LossFn
@@ -358,13 +358,8 @@ def _batch_for(geometry: _Geometry, step_size: float, budget: _Budget) -> int | 
     b = budget
     if geometry.llc is None:
         return b.min_batch
-    sizes = [2**k for k in range(int(math.log2(b.n)) + 1) if b.min_batch <= 2**k < b.n] + [b.n]
-    for batch in [b.min_batch] + sizes:
-        if batch > b.max_batch:
-            return None
-        if noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n) <= NOISE_TARGET * abs(geometry.llc):
-            return batch
-    return None
+    return batch_for_noise(geometry.noise, step_size, b.nbeta, b.n, NOISE_TARGET * abs(geometry.llc), b.min_batch,
+                           b.max_batch)
 
 
 def _split_steps(probe: LLCResult, num_chains: int, target_stderr: float, choice: _Choice,

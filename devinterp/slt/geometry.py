@@ -24,6 +24,8 @@ at a chain's end).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils.data import Dataset
 
@@ -62,6 +64,28 @@ def noise_inflation(noise: float, step_size: float, nbeta: float, batch_size: in
         return 0.0
     finite_population = (n - batch_size) / (n - 1)
     return step_size * nbeta**2 * noise * finite_population / (8 * batch_size)
+
+
+def batch_for_noise(noise: float, step_size: float, nbeta: float, n: int, limit: float, min_batch: int,
+                    max_batch: int) -> int | None:
+    """The smallest of `min_batch` and the powers of two above it (and n) at which `noise_inflation` is at most
+    `limit` (λ̂ units); None when even `max_batch` is not enough."""
+    sizes = [2**k for k in range(int(math.log2(n)) + 1) if min_batch < 2**k < n] + [n]
+    for batch in [min_batch, *sizes]:
+        if batch > max_batch:
+            return None
+        if noise_inflation(noise, step_size, nbeta, batch, n) <= limit:
+            return batch
+    return None
+
+
+def measured_noise_inflation(noisy_llc: float, noisy_batch: int, quiet_llc: float, quiet_batch: int, n: int) -> float:
+    """What minibatch noise adds to λ̂ at `quiet_batch`, in λ̂ units, measured from two estimates at the same
+    ε: the inflation is proportional to (n − b)/b (module docstring; on grokking checkpoints λ̂(b) fits
+    λ̂_∞ + c/b within the chain spread for b = 32 … 512), so the drop between the batches scales to it."""
+    def share(b):
+        return (n - b) / (b * (n - 1))
+    return (noisy_llc - quiet_llc) * share(quiet_batch) / (share(noisy_batch) - share(quiet_batch))
 
 
 class _PreconditionedHessian:

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
 from devinterp.slt import LLCResult, default_nbeta, estimate_llc
+from devinterp.slt.llc import MAX_NOISE_INFLATION
 from devinterp.slt.sampler import VMAP_MAX_FLOPS, FunctionalProblem, run_chains, vmap_pays_off
 
 from tests.slt.problems import Potential, half_squared_error
@@ -335,6 +336,62 @@ def test_minibatch_noise_is_measured_and_flagged():
     predicted = noisy.diagnostics["noise_inflation"] * noisy.mean
     assert predicted == pytest.approx(noisy.mean - full.mean, rel=0.3)
     assert full.healthy and full.mean == pytest.approx(1.0, rel=0.2)
+
+
+def test_noise_check_measures_again_at_a_larger_batch():
+    """Linear regression, λ = 1: at batch 32 the noise heats λ̂ to ~2.5 (r ≈ 1.5, test above); the check
+    measures again at batch 128 (r ≈ 0.4: λ̂ ≈ 1.4) and finds what the noise still adds there from the drop
+    between the two."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
+    data = TensorDataset(x, y)
+    model = torch.nn.Linear(2, 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    kwargs = dict(num_chains=4, num_draws=2000, num_burnin=50, step_size=5e-5, localization=20.0)
+    with pytest.warns(RuntimeWarning, match="minibatch gradient noise"):
+        checked = estimate_llc(model, half_squared_error, data, batch_size=32, max_batch_size=256, **kwargs)
+        at_128 = estimate_llc(model, half_squared_error, data, batch_size=128, **kwargs)
+    full = estimate_llc(model, half_squared_error, data, batch_size=20000, **{**kwargs, "num_draws": 400})
+    d = checked.diagnostics
+    assert d["noisy_batch_size"] == 32 and d["batch_size"] == 128
+    assert checked.mean == at_128.mean  # the same seed, the same chains
+    assert d["noisy_llc"] > 1.5 * checked.mean
+    assert d["measured_noise_inflation"] * checked.mean == pytest.approx(checked.mean - full.mean, rel=0.35)
+    assert d["noise_inflation"] >= d["measured_noise_inflation"] and not checked.healthy
+    # no check where the noise is small, nor without max_batch_size
+    quiet = estimate_llc(model, half_squared_error, data, batch_size=20000, max_batch_size=256,
+                         **{**kwargs, "num_draws": 400})
+    assert "noisy_llc" not in quiet.diagnostics and quiet.mean == full.mean
+    assert "noisy_llc" not in at_128.diagnostics
+
+
+def test_noise_check_starts_lower_where_the_noise_grows_away_from_w_star():
+    """An exactly fitted regression: the per-sample gradients vanish at w* and grow with the distance from it
+    (state-dependent noise), so a predicted inflation between a third of the bound and the bound is checked;
+    residual noise (the same everywhere, previous test's data) is checked only above the bound."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    weight = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    model = torch.nn.Linear(2, 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+    kwargs = dict(num_chains=4, num_draws=400, num_burnin=50, step_size=5e-5, localization=20.0, max_batch_size=256)
+    exact = TensorDataset(x, x @ weight.T)
+    checked = estimate_llc(model, half_squared_error, exact, batch_size=4, **kwargs)
+    assert checked.diagnostics["noisy_batch_size"] == 4 and checked.diagnostics["batch_size"] == 16
+    unchecked = estimate_llc(model, half_squared_error, exact, batch_size=8, **kwargs)
+    assert "noisy_llc" not in unchecked.diagnostics and unchecked.diagnostics["noise_inflation"] < MAX_NOISE_INFLATION / 3
+    assert checked.healthy and checked.mean == pytest.approx(1.0, rel=0.2)  # λ = d/2; this noise adds little
+
+    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    residual = estimate_llc(model, half_squared_error, TensorDataset(x, y), batch_size=2048,
+                            **{**kwargs, "max_batch_size": 20000})
+    assert MAX_NOISE_INFLATION / 3 < residual.diagnostics["noise_inflation"] < MAX_NOISE_INFLATION
+    assert "noisy_llc" not in residual.diagnostics
 
 
 def test_control_variate_reads_out_with_less_noise_and_no_bias():
