@@ -317,14 +317,21 @@ def test_health_verdict_names_each_problem():
     assert not slow.healthy and any("add burn-in" in p for p in slow.problems)
 
 
-def test_minibatch_noise_is_measured_and_flagged():
+def fitted_regression(exact: bool = False) -> tuple[torch.nn.Module, TensorDataset]:
+    """Linear regression on 20 000 samples x ~ N(0, I₂) with targets N(0, 1) (or, `exact`, x·w without
+    noise), the model at the least-squares fit: λ = d/2 = 1."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
-    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
-    data = TensorDataset(x, y)
+    y = x @ torch.tensor([[0.5], [-1.0]], dtype=torch.float64) if exact else torch.randn(20000, 1, generator=gen,
+                                                                                         dtype=torch.float64)
     model = torch.nn.Linear(2, 1, bias=False, dtype=torch.float64)
     with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)  # the minimizer; λ = d/2 = 1
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    return model, TensorDataset(x, y)
+
+
+def test_minibatch_noise_is_measured_and_flagged():
+    model, data = fitted_regression()
     kwargs = dict(num_chains=4, num_draws=400, num_burnin=50, step_size=5e-5, localization=20.0)
     with pytest.warns(RuntimeWarning, match="minibatch gradient noise"):
         noisy = estimate_llc(model, half_squared_error, data, batch_size=8, **kwargs)
@@ -342,13 +349,7 @@ def test_noise_check_measures_again_at_a_larger_batch():
     """Linear regression, λ = 1: at batch 32 the noise heats λ̂ to ~2.5 (r ≈ 1.5, test above); the check
     measures again at batch 128 (r ≈ 0.4: λ̂ ≈ 1.4) and finds what the noise still adds there from the drop
     between the two."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
-    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
-    data = TensorDataset(x, y)
-    model = torch.nn.Linear(2, 1, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    model, data = fitted_regression()
     kwargs = dict(num_chains=4, num_draws=2000, num_burnin=50, step_size=5e-5, localization=20.0)
     with pytest.warns(RuntimeWarning, match="minibatch gradient noise"):
         checked = estimate_llc(model, half_squared_error, data, batch_size=32, max_batch_size=256, **kwargs)
@@ -371,25 +372,16 @@ def test_noise_check_starts_lower_where_the_noise_grows_away_from_w_star():
     """An exactly fitted regression: the per-sample gradients vanish at w* and grow with the distance from it
     (state-dependent noise), so a predicted inflation between a third of the bound and the bound is checked;
     residual noise (the same everywhere, previous test's data) is checked only above the bound."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
-    weight = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
-    model = torch.nn.Linear(2, 1, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        model.weight.copy_(weight)
+    model, exact = fitted_regression(exact=True)
     kwargs = dict(num_chains=4, num_draws=400, num_burnin=50, step_size=5e-5, localization=20.0, max_batch_size=256)
-    exact = TensorDataset(x, x @ weight.T)
     checked = estimate_llc(model, half_squared_error, exact, batch_size=4, **kwargs)
     assert checked.diagnostics["noisy_batch_size"] == 4 and checked.diagnostics["batch_size"] == 16
     unchecked = estimate_llc(model, half_squared_error, exact, batch_size=8, **kwargs)
     assert "noisy_llc" not in unchecked.diagnostics and unchecked.diagnostics["noise_inflation"] < MAX_NOISE_INFLATION / 3
     assert checked.healthy and checked.mean == pytest.approx(1.0, rel=0.2)  # λ = d/2; this noise adds little
 
-    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    residual = estimate_llc(model, half_squared_error, TensorDataset(x, y), batch_size=2048,
-                            **{**kwargs, "max_batch_size": 20000})
+    model, data = fitted_regression()
+    residual = estimate_llc(model, half_squared_error, data, batch_size=2048, **{**kwargs, "max_batch_size": 20000})
     assert MAX_NOISE_INFLATION / 3 < residual.diagnostics["noise_inflation"] < MAX_NOISE_INFLATION
     assert "noisy_llc" not in residual.diagnostics
 
