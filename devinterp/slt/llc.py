@@ -353,9 +353,9 @@ def quieter_estimate(result: LLCResult, sample, max_batch_size: int) -> LLCResul
     q = quiet.diagnostics
     if not math.isfinite(quiet.mean) or quiet.mean == 0:
         return quiet
-    per_unit_drop = measured_noise_inflation(1.0, batch, 0.0, q["batch_size"], n) / abs(quiet.mean)
-    measured = (result.mean - quiet.mean) * per_unit_drop
-    stderr = math.hypot(result.stderr, quiet.stderr) * per_unit_drop
+    measured = measured_noise_inflation(result.mean, batch, quiet.mean, q["batch_size"], n) / abs(quiet.mean)
+    drop_stderr = math.hypot(result.stderr, quiet.stderr)
+    stderr = measured_noise_inflation(drop_stderr, batch, 0.0, q["batch_size"], n) / abs(quiet.mean)
     q.update(noisy_llc=result.mean, noisy_batch_size=batch, measured_noise_inflation=measured,
              predicted_noise_inflation=q["noise_inflation"])
     if measured > 2 * stderr:
