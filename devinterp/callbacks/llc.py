@@ -113,7 +113,9 @@ class LLCCallback(Callback):
     `llc/num_diverged`, `llc/noise_inflation`, `llc/fraction_below_init`, `llc/mean_distance`; the step used,
     `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries), and the batch,
     `llc/batch_size` (with `batch_size: auto`, a checkpoint noisier than the calibrated one is measured again
-    at a larger batch, up to `max_batch_size`: `estimate_llc`'s noise check); refined:
+    at a larger batch, up to `max_batch_size`: `estimate_llc`'s noise check); with `step_size: auto`,
+    `llc/end_step_curvature`, ε·κ_P where a chain ended (above 2 the draws are taken again at a smaller step:
+    `estimate_llc`'s step check); refined:
     `llc/layer<l>/mean|std|healthy|precise` or `llc/L<l>H<h>/...`.
     Arrays: `llc/loss_trace` (chains, draws), `llc/per_chain`."""
 
@@ -141,7 +143,7 @@ class LLCCallback(Callback):
                 chosen[key] = getattr(c, key)
         if c.batch_size == AUTO:  # a checkpoint noisier than the calibrated one gets a larger batch
             chosen["max_batch_size"] = c.max_batch_size
-        return {**common, **chosen}
+        return {**common, **chosen, "step_check": True}
 
     def calibration(self, ctx: CallbackContext) -> dict:
         """The run's calibration record, made at this checkpoint if it is the reference one."""
@@ -191,6 +193,8 @@ class LLCCallback(Callback):
         for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_inflation", "fraction_below_init",
                     "mean_distance", "step_size", "step_halvings", "batch_size"):
             scalars[f"llc/{key}"] = float(d[key])
+        if "end_step_curvature" in d:
+            scalars["llc/end_step_curvature"] = float(d["end_step_curvature"])
         arrays = {"llc/loss_trace": np.asarray(result.loss_trace), "llc/per_chain": np.asarray(result.per_chain)}
         for label, params in self._refined_selectors(ctx.model):
             refined = self._estimate(ctx, settings, params)

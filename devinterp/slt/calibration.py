@@ -23,7 +23,9 @@ preconditioner by default and applies this rule:
    at the grokking checkpoint 1200. Capping ε by it, as this rule once did, left the chains ~25 %
    short of equilibrium there, while s = 0.04 neither diverged nor moved λ̂ by more than 1.5 %.
    Stability is therefore checked by running: a probe whose chains diverge caps ε at a quarter of
-   its step size, and estimates halve ε where a chain diverges.)
+   its step size, and estimates halve ε where a chain diverges. Accuracy there is the estimate's
+   step check, `estimate_llc(step_check=True)`: the burn-in runs at ε, and where ε·κ_P at a chain's
+   end exceeds 2, the draws are taken again at the step that meets it.)
 3. Batch: the smallest power of two (≥ `min_batch_size`) at which minibatch noise can add at most
    NOISE_TARGET = 2 % to λ̂ (`devinterp.slt.geometry.noise_inflation`, from the noise where a probe's
    chains end up and the probe's λ̂; the first probe runs at the smallest batch); if even
@@ -63,7 +65,7 @@ import torch
 from torch.utils.data import Dataset
 
 from devinterp.core.params import ParamSelector
-from devinterp.slt.geometry import CURVATURE_SAMPLES, batch_for_noise, noise_inflation, top_curvature
+from devinterp.slt.geometry import CURVATURE_SAMPLES, batch_for_noise, drift_curvature, noise_inflation
 from devinterp.slt.llc import MIN_ESS, PRECONDITIONERS, LLCResult, default_nbeta, measure_anchor, sample_llc
 from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, LossFn
@@ -181,8 +183,8 @@ def calibrate(
         diagonal = curvature_diagonal(problem, data, seed)
         scale = diagonal_preconditioner(diagonal, budget.nbeta, budget.gamma).to(problem.dtype)
     anchor = measure_anchor(problem, data, seed, preconditioner=scale)
-    curvature = top_curvature(problem, data, seed, num_samples=curvature_samples, preconditioner=scale)
-    kappa = budget.nbeta * max(curvature, 0.0) + budget.gamma * (1.0 if scale is None else float(scale.max()))
+    kappa = drift_curvature(problem, data, seed, budget.nbeta, budget.gamma, num_samples=curvature_samples,
+                            preconditioner=scale)
     geometry = _Geometry(kappa, anchor.noise)
     sample = _Prober(problem, data, anchor, budget, sampler, scale, seed, progress)
 

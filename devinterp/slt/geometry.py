@@ -100,15 +100,28 @@ class _PreconditionedHessian:
 
 
 def top_curvature(problem: FunctionalProblem, data: Dataset, seed: int, weights=None,
-                  num_samples: int = CURVATURE_SAMPLES, preconditioner: torch.Tensor | None = None) -> float:
+                  num_samples: int = CURVATURE_SAMPLES, preconditioner: torch.Tensor | None = None,
+                  tol: float = 1e-2) -> float:
     """The largest eigenvalue h of ∇²L, the Hessian of the mean loss over the first `num_samples` samples,
     with respect to the sampled entries, at `weights` (sampled tensors; default w*); with a diagonal
-    `preconditioner` P (flat, `devinterp.slt.preconditioning`), of √P ∇²L √P. Lanczos to 1 %."""
+    `preconditioner` P (flat, `devinterp.slt.preconditioning`), of √P ∇²L √P. Lanczos to `tol` (relative;
+    at most CURVATURE_LANCZOS_STEPS Hessian-vector products)."""
     batch = _collate(data, torch.arange(min(num_samples, len(data))))
     op = hvp_operator(problem.model_at(weights), problem.module.loss_fn, [batch], params=problem.masks,
                       device=problem.device)
     if preconditioner is not None:
         op = _PreconditionedHessian(op, preconditioner[problem.flat_mask].sqrt())
-    top = extreme_eigenpairs(op, 1, 0, max_steps=CURVATURE_LANCZOS_STEPS, tol=1e-2,
+    top = extreme_eigenpairs(op, 1, 0, max_steps=CURVATURE_LANCZOS_STEPS, tol=tol,
                              generator=torch.Generator().manual_seed(seed), warn=False)
     return float(top.top[0])
+
+
+def drift_curvature(problem: FunctionalProblem, data: Dataset, seed: int, nbeta: float, localization: float,
+                    weights=None, num_samples: int = CURVATURE_SAMPLES, preconditioner: torch.Tensor | None = None,
+                    tol: float = 1e-2) -> float:
+    """κ_P = nβ·h + γ·max P: the largest curvature of SGLD's drift nβ∇L + γ(w − w*) at `weights` (default w*),
+    in the metric of the diagonal `preconditioner` P (1 without one); h from `top_curvature`. A step ε is
+    stable for ε·κ_P < 4 (module docstring)."""
+    h = top_curvature(problem, data, seed, weights=weights, num_samples=num_samples, preconditioner=preconditioner,
+                      tol=tol)
+    return nbeta * max(h, 0.0) + localization * (1.0 if preconditioner is None else float(preconditioner.max()))

@@ -49,7 +49,8 @@ from torch.utils.data import Dataset
 
 from devinterp.core.params import ParamSelector
 from devinterp.slt import diagnostics as diag
-from devinterp.slt.geometry import NOISE_SAMPLES, gradient_noise, measured_noise_inflation, noise_inflation
+from devinterp.slt.geometry import (NOISE_SAMPLES, drift_curvature, gradient_noise, measured_noise_inflation,
+                                    noise_inflation)
 from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains
 
@@ -68,6 +69,13 @@ MAX_NOISE_INFLATION = 0.05  # relative to λ̂
 NOISE_CHECK_BATCH_FACTOR = 4
 STATE_DEPENDENT_NOISE = 10.0
 STATE_DEPENDENT_NOISE_GAIN = 3.0
+# The step check (`estimate_llc(step_check=True)`): where ε·κ_P at a chain's end exceeds END_STEP_CURVATURE
+# (calibration's rule at w*), the draws are taken again at the step that meets it. On grokking checkpoints
+# where the chains reach curvature 6-30x that at w* (ε·κ_P 3.5-4.3 there), ε/2 read 8-25 % lower (the seed-7
+# step 1200: 315 -> 268, against a long reference's 260); where ε·κ_P stayed below 1.6, within 1 %.
+END_STEP_CURVATURE = 2.0
+END_CURVATURE_SAMPLES = 256  # the Hessian's subsample there (induction: 2 s against 22 s at 1024, h 4 % higher)
+END_CURVATURE_TOL = 0.05
 FULL_LOSS_BATCH = 512  # L_n(w*) batch when loss_fn is not a mean over samples
 # Per-sample gradients behind the noise health check of `estimate_llc` (at w* and at a chain's end). The
 # check's threshold is more than twice calibration's target, so a rougher estimate than calibration's
@@ -249,6 +257,7 @@ def estimate_llc(
     preconditioner: str = "none",
     stability_retries: int = 0,
     max_batch_size: int | None = None,
+    step_check: bool = False,
     params: ParamSelector = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -278,6 +287,10 @@ def estimate_llc(
         MAX_NOISE_INFLATION, the estimate is run again at 4× the batch (at most this) and its inflation measured
         from the two (`diagnostics["noisy_llc"]`, `["noisy_batch_size"]`, `["measured_noise_inflation"]`);
         the quieter one is returned. None (the default): no check, the batch is used as given.
+    step_check: the step check (`finer_estimate`): measure κ_P, the drift's top curvature, where a chain ended
+        (Lanczos on END_CURVATURE_SAMPLES samples); where ε·κ_P exceeds END_STEP_CURVATURE, continue the chains
+        at the step that meets it and return that estimate (`diagnostics["coarse_llc"]`, `["coarse_step_size"]`;
+        `["end_step_curvature"]` is ε·κ_P at the chain's end either way). Off by default.
     params: restrict sampling to some weights (the weight-refined LLC): names, glob patterns or
         per-tensor boolean masks, see `devinterp.core.params`. The others stay at w*.
     seed: seeds the sampler's own generators (noise and minibatch order); global RNG state is untouched.
@@ -294,7 +307,9 @@ def estimate_llc(
     noise can add to λ̂, relative to λ̂; see `devinterp.slt.geometry`),
     noisy_llc / noisy_batch_size / measured_noise_inflation / predicted_noise_inflation (where the noise
     check ran: the first estimate and its batch, and the inflation at the returned batch measured from the
-    two and predicted), control_variate (whether the read-out used per-sample losses at w*), vectorized / fallback_reason
+    two and predicted), end_step_curvature / coarse_llc / coarse_step_size (the step check: ε·κ_P where a
+    chain ended, and where it continued at a smaller step, the estimate and step before), control_variate
+    (whether the read-out used per-sample losses at w*), vectorized / fallback_reason
     (whether chains ran in one vmapped computation or a loop, and why vmap failed if it did;
     `devinterp.slt.sampler.vmap_pays_off`), step_halvings, init_grad_norm when asked, and the settings
     used (step_size is the one of the final run). A RuntimeWarning lists the failed health checks.
@@ -313,21 +328,28 @@ def estimate_llc(
     anchor = measure_anchor(problem, data, seed, noise_samples=HEALTH_NOISE_SAMPLES if batch_size < len(data) else 0,
                             preconditioner=scale)
 
-    def sample(batch: int) -> LLCResult:
+    def sample(batch: int, step: float = step_size, burnin: int = num_burnin, initial_weights: torch.Tensor | None = None,
+               draws: int = num_draws) -> tuple[LLCResult, torch.Tensor | None]:
         for halvings in range(stability_retries + 1):
-            result, _ = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=num_draws,
-                                   num_burnin=num_burnin * 2**halvings, step_size=step_size / 2**halvings,
-                                   nbeta=nbeta, localization=localization, batch_size=batch, sampler=sampler,
-                                   seed=seed, noise_samples=HEALTH_NOISE_SAMPLES, preconditioner=scale,
-                                   progress=progress)
+            result, final = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=draws,
+                                       num_burnin=burnin * 2**halvings, step_size=step / 2**halvings, nbeta=nbeta,
+                                       localization=localization, batch_size=batch, sampler=sampler, seed=seed,
+                                       noise_samples=HEALTH_NOISE_SAMPLES, preconditioner=scale,
+                                       initial_weights=initial_weights, progress=progress)
             if not result.diagnostics["num_diverged"]:
                 break
         result.diagnostics.update(step_halvings=halvings, preconditioner=preconditioner)
-        return result
+        return result, final
 
-    result = sample(batch_size)
+    def end_curvature(final: torch.Tensor) -> float:
+        return drift_curvature(problem, data, seed, nbeta, localization, weights=problem.unflatten(final[0]),
+                               num_samples=END_CURVATURE_SAMPLES, preconditioner=scale, tol=END_CURVATURE_TOL)
+
+    result, final = sample(batch_size)
     if max_batch_size is not None:
-        result = quieter_estimate(result, sample, min(max_batch_size, len(data)))
+        result, final = quieter_estimate(result, final, sample, min(max_batch_size, len(data)))
+    if step_check and final is not None:
+        result = finer_estimate(result, final, sample, end_curvature(final))
     if grad_norm:
         result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
     if result.problems:
@@ -336,23 +358,26 @@ def estimate_llc(
     return result
 
 
-def quieter_estimate(result: LLCResult, sample, max_batch_size: int) -> LLCResult:
+def quieter_estimate(result: LLCResult, final: torch.Tensor | None, sample,
+                     max_batch_size: int) -> tuple[LLCResult, torch.Tensor | None]:
     """The noise check of `estimate_llc(max_batch_size=...)`: where the predicted minibatch-noise inflation
     may exceed MAX_NOISE_INFLATION (times STATE_DEPENDENT_NOISE_GAIN where the noise is state-dependent:
     module constants), the estimate again at NOISE_CHECK_BATCH_FACTOR × the batch (at most
     `max_batch_size`; `sample(batch)` runs it with the same seed), its own inflation then measured from
     the two (`devinterp.slt.geometry.measured_noise_inflation`) as well as predicted, and the larger
-    counted when it is significant (twice its standard error). `result` itself where the check is not due."""
+    counted when it is significant (twice its standard error). Returns the estimate and its chains' final
+    states (`sample_llc`): `result` and `final` themselves where the check is not due."""
     d = result.diagnostics
     batch, n = d["batch_size"], d["n"]
     state_dependent = d["noise"] > STATE_DEPENDENT_NOISE * d["noise_init"]
     possible = d["noise_inflation"] * (STATE_DEPENDENT_NOISE_GAIN if state_dependent else 1.0)
-    if not (possible > MAX_NOISE_INFLATION and batch < max_batch_size and math.isfinite(result.mean)):
-        return result
-    quiet = sample(min(NOISE_CHECK_BATCH_FACTOR * batch, max_batch_size))
+    # a negative λ̂ is biased whatever the batch: a quieter one would only read lower
+    if not (possible > MAX_NOISE_INFLATION and batch < max_batch_size and result.mean > 0):
+        return result, final
+    quiet, quiet_final = sample(min(NOISE_CHECK_BATCH_FACTOR * batch, max_batch_size))
     q = quiet.diagnostics
     if not math.isfinite(quiet.mean) or quiet.mean == 0:
-        return quiet
+        return quiet, quiet_final
     measured = measured_noise_inflation(result.mean, batch, quiet.mean, q["batch_size"], n) / abs(quiet.mean)
     drop_stderr = math.hypot(result.stderr, quiet.stderr)
     stderr = measured_noise_inflation(drop_stderr, batch, 0.0, q["batch_size"], n) / abs(quiet.mean)
@@ -361,7 +386,33 @@ def quieter_estimate(result: LLCResult, sample, max_batch_size: int) -> LLCResul
     if measured > 2 * stderr:
         q["noise_inflation"] = max(q["noise_inflation"], measured)
     problems, imprecision = health_problems(quiet.mean, q, q["num_chains"])
-    return dataclasses.replace(quiet, problems=problems, imprecision=imprecision)
+    return dataclasses.replace(quiet, problems=problems, imprecision=imprecision), quiet_final
+
+
+def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature: float) -> LLCResult:
+    """The step check of `estimate_llc(step_check=True)`: where ε·κ_P at a chain's end (`end_curvature`, κ_P of
+    `devinterp.slt.geometry.drift_curvature`) exceeds END_STEP_CURVATURE, the chains continue from their final
+    states (`final`) at ε' = END_STEP_CURVATURE/κ_P, for a burn-in of a quarter of the draws and then ε/ε'
+    times the draws (the same span of SGLD time), and that continuation is the estimate (`sample(batch, step,
+    burnin, initial_weights, draws)` runs it). The burn-in at ε has relaxed the slow directions; the draws at
+    ε' sample the stiff ones the chains found without the discretization bias of ε there. A noise inflation
+    measured at ε (`quieter_estimate`) is carried over, scaled by ε'/ε. `result` itself, with
+    `end_step_curvature` recorded, where ε is fine."""
+    d = result.diagnostics
+    step = d["step_size"]
+    d["end_step_curvature"] = step * end_curvature
+    if not (step * end_curvature > END_STEP_CURVATURE and math.isfinite(result.mean)):
+        return result
+    fine_step = END_STEP_CURVATURE / end_curvature
+    fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, math.ceil(d["num_draws"] * step / fine_step))
+    f = fine.diagnostics
+    carried = {key: d[key] for key in ("noisy_llc", "noisy_batch_size", "predicted_noise_inflation") if key in d}
+    if "measured_noise_inflation" in d:
+        carried["measured_noise_inflation"] = d["measured_noise_inflation"] * fine_step / step
+    f.update(carried, coarse_llc=result.mean, coarse_step_size=step, end_step_curvature=d["end_step_curvature"],
+             noise_inflation=max(f["noise_inflation"], d["noise_inflation"] * fine_step / step))
+    problems, imprecision = health_problems(fine.mean, f, f["num_chains"])
+    return dataclasses.replace(fine, problems=problems, imprecision=imprecision)
 
 
 def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,

@@ -476,3 +476,44 @@ def test_a_short_run_is_imprecise_not_biased():
                        num_burnin=200, step_size=1e-2, localization=5.0, batch_size=1000)
     assert res.healthy and not res.precise
     assert any("effective sample size" in note for note in res.imprecision) and res.problems == []
+
+
+def quartic_loss(model, batch):
+    """K = Σ w_i⁴: flat at w* = 0 (κ_P there is γ alone) and stiffer the farther the chains go; λ = d/4."""
+    return (model.w**4).sum()
+
+
+def test_step_check_takes_the_draws_again_at_the_step_the_chains_end_needs():
+    # d = 16, n = 5000, γ = 1: the chains spread to w_i² ~ 0.02, where nβ·12w² reaches ~200, so ε = 0.011 has
+    # ε·κ_P ≈ 2.2 at a chain's end (discretization: λ̂ +7 %) while ε = 0.005 stays at ~1.1.
+    n, d, gamma = 5000, 16, 1.0
+    nbeta = default_nbeta(n)
+    w = np.linspace(-2, 2, 200_001)
+    density = np.exp(-nbeta * w**4 - gamma * w**2 / 2)
+    exact = d * float((density * nbeta * w**4).sum() / density.sum())  # λ = d/4, shrunk a little by γ
+    kwargs = dict(num_chains=4, num_draws=1000, num_burnin=200, localization=gamma, batch_size=n, stability_retries=2)
+    data = potential_data(n)
+    plain = estimate_llc(Potential(torch.zeros(d)), quartic_loss, data, step_size=0.011, **kwargs)
+    checked = estimate_llc(Potential(torch.zeros(d)), quartic_loss, data, step_size=0.011, step_check=True, **kwargs)
+    c = checked.diagnostics
+    assert "end_step_curvature" not in plain.diagnostics
+    assert c["coarse_llc"] == plain.mean and c["coarse_step_size"] == 0.011  # the same seed, the same first run
+    assert c["end_step_curvature"] > 2 and c["step_size"] == pytest.approx(0.011 * 2 / c["end_step_curvature"])
+    assert c["num_draws"] == math.ceil(1000 * 0.011 / c["step_size"]) and c["num_burnin"] == 250
+    assert abs(checked.mean - exact) < abs(plain.mean - exact) and checked.healthy
+
+    fine = estimate_llc(Potential(torch.zeros(d)), quartic_loss, data, step_size=0.005, step_check=True, **kwargs)
+    assert fine.diagnostics["end_step_curvature"] < 2 and "coarse_llc" not in fine.diagnostics
+    assert fine.mean == pytest.approx(exact, rel=0.03)
+
+
+def test_no_noise_check_for_a_negative_estimate():
+    # off the fit, w* is not a minimum: λ̂ < 0 is biased at any batch, and a quieter batch would read lower still
+    model, data = fitted_regression()
+    with torch.no_grad():
+        model.weight.add_(0.1)
+    with pytest.warns(RuntimeWarning, match="negative LLC"):
+        res = estimate_llc(model, half_squared_error, data, num_chains=2, num_draws=200, step_size=5e-5,
+                           localization=20.0, batch_size=8, max_batch_size=256)
+    assert res.mean < 0 and res.diagnostics["noise_inflation"] > MAX_NOISE_INFLATION
+    assert res.diagnostics["batch_size"] == 8 and "noisy_llc" not in res.diagnostics
