@@ -4,7 +4,8 @@
    the loss bump (type A).
 2. `grokking`: a 1-layer GPT-2 on modular addition memorises its training pairs (LLC rises: A), then
    generalises while the training loss holds (the LLC falls, B, on seeds 1 and 7; on this seed, 0, it
-   holds, and scatters between checkpoints: README, "Two commands").
+   alternates between checkpoints after training-loss spikes, and the stage detector may find no
+   significant stage: README, "Two commands").
 
 The two runs train at the same time, each in its own process with half the cores (models this small
 gain little from a second thread), with the study callbacks live on leaner schedules than their presets
