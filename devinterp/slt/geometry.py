@@ -119,9 +119,9 @@ def top_curvature(problem: FunctionalProblem, data: Dataset, seed: int, weights=
 def drift_curvature(problem: FunctionalProblem, data: Dataset, seed: int, nbeta: float, localization: float,
                     weights=None, num_samples: int = CURVATURE_SAMPLES, preconditioner: torch.Tensor | None = None,
                     tol: float = 1e-2) -> float:
-    """κ_P = nβ·h + γ·max P: the largest curvature of SGLD's drift nβ∇L + γ(w − w*) at `weights` (default w*),
-    in the metric of the diagonal `preconditioner` P (1 without one); h from `top_curvature`. A step ε is
-    stable for ε·κ_P < 4 (module docstring)."""
+    """κ_P = nβ·h + γ·max P: the largest curvature of SGLD's drift nβ∇L + γ(w − w*) at `weights` (default
+    w*), in the metric of the diagonal `preconditioner` P (1 without one); h from `top_curvature`. A step ε
+    is stable for ε·κ_P < 4 (module docstring)."""
     h = top_curvature(problem, data, seed, weights=weights, num_samples=num_samples, preconditioner=preconditioner,
                       tol=tol)
     return nbeta * max(h, 0.0) + localization * (1.0 if preconditioner is None else float(preconditioner.max()))

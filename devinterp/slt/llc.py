@@ -404,7 +404,8 @@ def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature
     if not (step * end_curvature > END_STEP_CURVATURE and math.isfinite(result.mean)):
         return result
     fine_step = END_STEP_CURVATURE / end_curvature
-    fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, math.ceil(d["num_draws"] * step / fine_step))
+    draws = math.ceil(d["num_draws"] * step / fine_step)
+    fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, draws)
     f = fine.diagnostics
     carried = {key: d[key] for key in ("noisy_llc", "noisy_batch_size", "predicted_noise_inflation") if key in d}
     if "measured_noise_inflation" in d:
