@@ -341,15 +341,13 @@ def estimate_llc(
         result.diagnostics.update(step_halvings=halvings, preconditioner=preconditioner)
         return result, final
 
-    def end_curvature(final: torch.Tensor) -> float:
-        return drift_curvature(problem, data, seed, nbeta, localization, weights=problem.unflatten(final[0]),
-                               num_samples=END_CURVATURE_SAMPLES, preconditioner=scale, tol=END_CURVATURE_TOL)
-
     result, final = sample(batch_size)
     if max_batch_size is not None:
         result, final = quieter_estimate(result, final, sample, min(max_batch_size, len(data)))
     if step_check and final is not None:
-        result = finer_estimate(result, final, sample, end_curvature(final))
+        end_curvature = drift_curvature(problem, data, seed, nbeta, localization, weights=problem.unflatten(final[0]),
+                                        num_samples=END_CURVATURE_SAMPLES, preconditioner=scale, tol=END_CURVATURE_TOL)
+        result = finer_estimate(result, final, sample, end_curvature)
     if grad_norm:
         result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
     if result.problems:
@@ -385,8 +383,7 @@ def quieter_estimate(result: LLCResult, final: torch.Tensor | None, sample,
              predicted_noise_inflation=q["noise_inflation"])
     if measured > 2 * stderr:
         q["noise_inflation"] = max(q["noise_inflation"], measured)
-    problems, imprecision = health_problems(quiet.mean, q, q["num_chains"])
-    return dataclasses.replace(quiet, problems=problems, imprecision=imprecision), quiet_final
+    return judged_again(quiet), quiet_final
 
 
 def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature: float) -> LLCResult:
@@ -396,13 +393,12 @@ def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature
     times the draws (the same span of SGLD time), and that continuation is the estimate (`sample(batch, step,
     burnin, initial_weights, draws)` runs it). The burn-in at ε has relaxed the slow directions; the draws at
     ε' sample the stiff ones the chains found without the discretization bias of ε there. A noise inflation
-    measured at ε (`quieter_estimate`) is carried over, scaled by ε'/ε. `result` itself, with
-    `end_step_curvature` recorded, where ε is fine."""
-    d = result.diagnostics
+    measured at ε (`quieter_estimate`) is carried over, scaled by ε'/ε. Where ε is fine, `result` with
+    `end_step_curvature` added to its diagnostics."""
+    d = {**result.diagnostics, "end_step_curvature": result.diagnostics["step_size"] * end_curvature}
     step = d["step_size"]
-    d["end_step_curvature"] = step * end_curvature
-    if not (step * end_curvature > END_STEP_CURVATURE and math.isfinite(result.mean)):
-        return result
+    if not (d["end_step_curvature"] > END_STEP_CURVATURE and math.isfinite(result.mean)):
+        return dataclasses.replace(result, diagnostics=d)
     fine_step = END_STEP_CURVATURE / end_curvature
     draws = math.ceil(d["num_draws"] * step / fine_step)
     fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, draws)
@@ -412,8 +408,13 @@ def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature
         carried["measured_noise_inflation"] = d["measured_noise_inflation"] * fine_step / step
     f.update(carried, coarse_llc=result.mean, coarse_step_size=step, end_step_curvature=d["end_step_curvature"],
              noise_inflation=max(f["noise_inflation"], d["noise_inflation"] * fine_step / step))
-    problems, imprecision = health_problems(fine.mean, f, f["num_chains"])
-    return dataclasses.replace(fine, problems=problems, imprecision=imprecision)
+    return judged_again(fine)
+
+
+def judged_again(result: LLCResult) -> LLCResult:
+    """`result` with its health verdict recomputed from its (updated) diagnostics."""
+    problems, imprecision = health_problems(result.mean, result.diagnostics, result.diagnostics["num_chains"])
+    return dataclasses.replace(result, problems=problems, imprecision=imprecision)
 
 
 def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,
