@@ -55,7 +55,13 @@ from devinterp.slt.preconditioning import curvature_diagonal, diagonal_precondit
 from devinterp.slt.sampler import FunctionalProblem, LossFn, _collate, _to_device, run_chains
 
 PRECONDITIONERS = ("none", "diagonal")
-MAX_RHAT = 1.1
+# R̂ above MAX_RHAT is a bias check. Not the textbook 1.1: for the stiff posteriors of real checkpoints the
+# estimates have 4 chains of ~100 draws and an ESS of 7-45, and stationary chains of that shape exceed 1.1 in
+# ~80 % of runs (AR(1) chains at ESS ~20: median R̂ 1.17, 90th percentile 1.33), so R̂ > 1.1 restates a low ESS
+# (an imprecision) more than it finds bias. Against long references on grokking seeds 0, 1 and 7 (19 estimates,
+# `scripts/bench_llc_reference.py`), R̂ > 1.1 flagged 17, 12 of them within 5 % of the reference; R̂ > 1.3
+# flags 5, the 3 that read 5-9 % off among them, and passes 2 that read 5.2 % and 5.5 % off.
+MAX_RHAT = 1.3
 MIN_ESS = 100.0
 MAX_TREND = 0.1  # relative to |λ̂|
 TREND_Z = 3.0
@@ -236,8 +242,8 @@ def health_problems(mean: float, diagnostics: dict, num_chains: int) -> tuple[li
                         f"{MAX_NOISE_INFLATION:.0%}): it heats the chains; raise batch_size or lower step_size")
     imprecision = []
     if not d["ess"] >= MIN_ESS and not d["all_diverged"]:
-        imprecision.append(f"effective sample size {d['ess']:.0f} < {MIN_ESS:.0f}: the error bar (stderr "
-                           f"{d['stderr']:.3g}) is wide; run more draws or chains")
+        imprecision.append(f"effective sample size {d['ess']:.0f} < {MIN_ESS:.0f} (R̂ {d['rhat']:.2f}): the error "
+                           f"bar (stderr {d['stderr']:.3g}) is wide; run more draws or chains")
     return problems, imprecision
 
 

@@ -40,13 +40,13 @@ def test_report_states_llc_settings_and_marks_unhealthy_estimates(run_with_llc, 
     unhealthy = steps[3:6]
     writer = MetricsWriter(run_dir, callback="llc", settings="health")
     for step in steps:
-        writer.add(step, {"llc/healthy": float(step not in unhealthy), "llc/rhat": 1.3 if step in unhealthy else 1.0,
+        writer.add(step, {"llc/healthy": float(step not in unhealthy), "llc/rhat": 1.5 if step in unhealthy else 1.0,
                           "llc/precise": float(step != steps[-1])})
     writer.flush()
     report = build_report(run_dir, loss="synthetic/loss")
     notes = " ".join(report.notes)
     assert "step_size=2.5e-05" in notes and "checkpoint step 400" in notes and "raised to fit burn-in" in notes
-    assert f"3 of {len(steps)} LLC estimates are biased" in notes and "R̂ > 1.1 at 3" in notes
+    assert f"3 of {len(steps)} LLC estimates are biased" in notes and "R̂ > 1.3 at 3" in notes
     assert f"1 of {len(steps)} LLC estimates are imprecise" in notes
     assert all(str(step) in notes for step in unhealthy)
     assert "step_size=2.5e-05" in (run_dir / "report" / "index.html").read_text()
