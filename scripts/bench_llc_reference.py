@@ -144,7 +144,7 @@ def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: di
                        precise=r.precise, problems="; ".join(r.problems), seconds=time.perf_counter() - start,
                        settings=json.dumps({k: v for k, v in chosen.items() if k != "params"}),
                        step_size_used=r.diagnostics["step_size"], batch_used=r.diagnostics["batch_size"],
-                       noisy_llc=r.diagnostics.get("noisy_llc", math.nan))
+                       noisy_llc=r.diagnostics.get("noisy_llc", math.nan), rhat=r.diagnostics["rhat"])
 
 
 def measure_before(run_dir: Path, steps: list[int], seeds: list[int], settings: dict, revision: str):
