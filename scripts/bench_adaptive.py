@@ -17,6 +17,18 @@ stage detection (`devinterp.views.report.build.find_stages`, the chain-spread an
 Per run it prints the dense and the adaptive stage tables and the verdict: same stages and types,
 every boundary within one saved checkpoint of the reference's, the same robust/fragile marks, and
 the adaptive schedule's share of the reference's LLC estimates (target <= 35 %).
+
+It also says how reproducible the dense table is itself: the share of REPLICATES re-measured dense
+curves (draws from the smoother's posterior at every checkpoint plus each point's measured noise) whose
+stage table passes the same verdict against it (types and boundaries). Where that share is low, the
+dense table's details are noise, and no schedule can be asked to reproduce them.
+
+    python scripts/bench_adaptive.py --synthetic A-B-A:0.3:10-21 A-B-A-flat:0.6:10-21 [...]
+
+replays it on generated runs instead (`devinterp.transitions.synthetic`: scenario, LLC noise, seeds), whose
+true stages are known: one line per scenario and noise level says how often the adaptive and the uniform
+tables agree with the dense one, how often re-measured dense tables do, and how far the dense and the
+adaptive boundaries lie from the true ones (in saved checkpoints, where the types are the true ones).
 """
 from __future__ import annotations
 
@@ -28,27 +40,33 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from devinterp.store import checkpoints
 from devinterp.store.adaptive import read_adaptive_file
 from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, AdaptiveSettings, adaptive_rounds
+from devinterp.transitions.replicates import boundary_ranges, remeasured_tables
+from devinterp.transitions.synthetic import make_scenario
 from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 from devinterp.views.report.build import DEFAULT_LOSS, find_stages, read_run_llc
 
 LLC, LLC_STD, LLC_HEALTHY = "llc/mean", "llc/std", "llc/healthy"
+REPLICATES = 40
 
 
 @dataclass
 class Tables:
     run_dir: Path
     checkpoint_steps: list[int]
+    curve: pd.DataFrame  # the LLC at every checkpoint (VALUE, STD, HEALTHY; index: step)
     rounds: list[list[int]]
     dense: pd.DataFrame
     adaptive: pd.DataFrame
     uniform: pd.DataFrame  # every k-th checkpoint (and the last), k chosen for about as many estimates as adaptive
     uniform_steps: list[int]
     dense_estimates: int
+    truth: pd.DataFrame | None = None  # the true stages of a generated run (end_step, type)
 
 
 def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -57,30 +75,45 @@ def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns={LLC: VALUE, LLC_STD: STD, LLC_HEALTHY: HEALTHY})
 
 
-def stage_tables(run_dir: Path, settings: AdaptiveSettings, stride: int, uniform_stride: int | None) -> Tables:
-    notes: list[str] = []
-    run = read_run_llc(run_dir, LLC, None, notes)
+def run_tables(run_dir: Path, settings: AdaptiveSettings, stride: int, uniform_stride: int | None) -> Tables:
+    """The tables of a run measured at every checkpoint (or every `stride`-th and the last)."""
+    run = read_run_llc(run_dir, LLC, None, [])
     saved = [info.step for info in checkpoints.list_checkpoints(run_dir)]
     steps = sorted({*saved[::stride], saved[-1]})
-    curve = llc_curve(run.metrics)
-    curve = curve[curve.index.isin(steps)]
-    missing = sorted(set(steps) - set(curve.index))
+    missing = sorted(set(steps) - set(llc_curve(run.metrics).index))
     if missing:
         sys.exit(f"{run_dir}: no LLC at checkpoints {missing[:10]}: measure every checkpoint first")
+    return stage_tables(run_dir, steps, run.metrics, settings, uniform_stride)
+
+
+def synthetic_tables(scenario: str, noise: float, seed: int, settings: AdaptiveSettings) -> Tables:
+    """The tables of a generated run (`devinterp.transitions.synthetic`), with its true stages."""
+    run = make_scenario(scenario, llc_noise=noise, seed=seed)
+    tables = stage_tables(Path(f"{scenario}@{noise}#{seed}"), [int(s) for s in run.steps], run.long(), settings, None)
+    tables.truth = pd.DataFrame({"end_step": [*run.boundaries, int(run.steps[-1])], "type": run.types})
+    return tables
+
+
+def stage_tables(name: Path, steps: list[int], metrics: pd.DataFrame, settings: AdaptiveSettings,
+                 uniform_stride: int | None) -> Tables:
+    """Replay the adaptive schedule on `metrics` (long: step, name, value) measured at every one of `steps`,
+    and find the stages of the dense, adaptive and uniform subsets."""
+    curve = llc_curve(metrics)
+    curve = curve[curve.index.isin(steps)]
     rounds = adaptive_rounds(steps, curve, settings)
     chosen = set().union(*map(set, rounds))
-    is_llc = run.metrics["name"].str.startswith("llc/")
-    dense_metrics = run.metrics[~is_llc | run.metrics["step"].isin(steps)]
-    adaptive_metrics = run.metrics[~is_llc | run.metrics["step"].isin(chosen)]
+    is_llc = metrics["name"].str.startswith("llc/")
+    dense_metrics = metrics[~is_llc | metrics["step"].isin(steps)]
+    adaptive_metrics = metrics[~is_llc | metrics["step"].isin(chosen)]
     uniform_stride = uniform_stride or max(round(len(steps) / len(chosen)), 1)
     uniform_steps = sorted({*steps[::uniform_stride], steps[-1]})
-    uniform_metrics = run.metrics[~is_llc | run.metrics["step"].isin(uniform_steps)]
+    uniform_metrics = metrics[~is_llc | metrics["step"].isin(uniform_steps)]
 
     def marked(metrics, **kwargs):
         stages = find_stages(metrics, LLC, DEFAULT_LOSS, LLC_STD, [], **kwargs)
         return stages if stages.empty else mark_chain_spread(stages, metrics, LLC_STD)
 
-    return Tables(run_dir, steps, rounds, marked(dense_metrics), marked(adaptive_metrics, point_steps=steps),
+    return Tables(name, steps, curve, rounds, marked(dense_metrics), marked(adaptive_metrics, point_steps=steps),
                   marked(uniform_metrics), uniform_steps, len(curve))
 
 
@@ -96,26 +129,55 @@ def with_seed_marks(tables: list[Tables]) -> None:
             setattr(t, kind, marked[t.run_dir])
 
 
-def verdict(t: Tables, table: pd.DataFrame) -> dict:
-    """`table` against the dense one: same stage types, largest boundary distance (in saved checkpoints), same marks."""
-    index = {s: i for i, s in enumerate(t.checkpoint_steps)}
-    same_types = list(t.dense["type"]) == list(table["type"])
-    distances = [abs(index[int(a)] - index[int(b)]) for a, b in zip(t.dense["end_step"][:-1], table["end_step"][:-1])]
+def verdict(t: Tables, table: pd.DataFrame, reference: pd.DataFrame | None = None) -> dict:
+    """`table` against `reference` (the dense table by default): same stage types, largest boundary distance
+    (in saved checkpoints), same marks."""
+    reference = t.dense if reference is None else reference
+    same_types = list(reference["type"]) == list(table["type"])
+    distances = [abs(checkpoint_index(t, a) - checkpoint_index(t, b))
+                 for a, b in zip(reference["end_step"][:-1], table["end_step"][:-1])]
     marks = lambda stages: [str(v) for v in stages.get(ROBUSTNESS_COLUMN, pd.Series(dtype=str))]  # noqa: E731
     return {"stages": summary(table), "same_types": same_types,
             "max_boundary_distance": max(distances, default=0) if same_types else None,
-            "same_marks": marks(t.dense) == marks(table)}
+            "same_marks": marks(reference) == marks(table)}
+
+
+def agrees(t: Tables, table: pd.DataFrame) -> bool:
+    """The target: the dense table's types, every boundary within one saved checkpoint of its."""
+    row = verdict(t, table)
+    return row["same_types"] and row["max_boundary_distance"] <= 1
+
+
+def checkpoint_index(t: Tables, step) -> int:
+    """The index of the saved checkpoint nearest to `step` (a true boundary need not be one)."""
+    return int(np.argmin(np.abs(np.asarray(t.checkpoint_steps) - float(step))))
+
+
+def within_ranges(t: Tables, table: pd.DataFrame, ranges: list[tuple[int, int]]) -> bool:
+    """Same types as the dense table, and every boundary within one checkpoint of its replicates' range."""
+    return list(t.dense["type"]) == list(table["type"]) and all(
+        lo - 1 <= checkpoint_index(t, b) <= hi + 1 for b, (lo, hi) in zip(table["end_step"][:-1], ranges))
 
 
 def compare(t: Tables) -> dict:
     """One row of the benchmark: the adaptive and the uniform tables against the dense one."""
     chosen = len(set().union(*map(set, t.rounds)))
     adaptive, uniform = verdict(t, t.adaptive), verdict(t, t.uniform)
+    replicates = remeasured_tables(t.curve, REPLICATES, np.random.default_rng(0), llc=VALUE, llc_std=STD,
+                                   llc_healthy=HEALTHY if HEALTHY in t.curve else None)
+    ranges = boundary_ranges(t.dense, replicates, t.checkpoint_steps)
+    truth = {} if t.truth is None else {f"{kind}_vs_truth_max_distance": verdict(t, table, t.truth)["max_boundary_distance"]
+                                        for kind, table in (("dense", t.dense), ("adaptive", t.adaptive))}
     return {
         "run": t.run_dir.name, "checkpoints": len(t.checkpoint_steps), "dense_estimates": t.dense_estimates,
         "adaptive_estimates": chosen, "share": chosen / t.dense_estimates, "rounds": len(t.rounds),
         "dense_stages": summary(t.dense), **{f"adaptive_{k}": v for k, v in adaptive.items()},
         "uniform_estimates": len(t.uniform_steps), **{f"uniform_{k}": v for k, v in uniform.items()},
+        "adaptive_agrees": agrees(t, t.adaptive), "uniform_agrees": agrees(t, t.uniform),
+        "dense_replicates_agreeing": float(np.mean([agrees(t, r) for r in replicates])), **truth,
+        "dense_boundary_ranges": " ".join(f"{t.checkpoint_steps[lo]}-{t.checkpoint_steps[hi]}" for lo, hi in ranges),
+        "adaptive_within_ranges": within_ranges(t, t.adaptive, ranges),
+        "uniform_within_ranges": within_ranges(t, t.uniform, ranges),
     }
 
 
@@ -137,9 +199,41 @@ def verify(run_dir: Path, expected: list[list[int]], overrides: list[str]) -> bo
     return read_adaptive_file(next((copy / "adaptive").glob("llc-*.json"))).rounds == expected
 
 
+def print_run(t: Tables, row: dict) -> None:
+    print(f"\n== {row['run']}: {row['adaptive_estimates']} of {row['dense_estimates']} estimates "
+          f"({row['share']:.0%}) in {row['rounds']} rounds {[len(r) for r in t.rounds]}")
+    print(f"   dense:    {row['dense_stages']}\n      re-measured, {row['dense_replicates_agreeing']:.0%} of "
+          f"{REPLICATES} dense tables agree with it; their boundaries (central 80 %): "
+          f"{row['dense_boundary_ranges'] or 'none'}")
+    for kind in ("adaptive", "uniform"):
+        label = kind if kind == "adaptive" else f"uniform ({row['uniform_estimates']} checkpoints)"
+        print(f"   {label}: {row[kind + '_stages']}\n      same stages and types: {row[kind + '_same_types']}; "
+              f"largest boundary distance: {row[kind + '_max_boundary_distance']} checkpoint(s); "
+              f"same marks: {row[kind + '_same_marks']}; within the re-measured range: {row[kind + '_within_ranges']}")
+
+
+def print_synthetic(rows: pd.DataFrame) -> None:
+    """One line per scenario and noise level: how often each table agrees with the dense one, and how far
+    the dense and adaptive boundaries are from the true ones (in saved checkpoints; types must match)."""
+    rows = rows.assign(case=rows["run"].str.split("#").str[0])
+    summary = rows.groupby("case", sort=False).agg(
+        runs=("run", "size"), share=("share", "mean"), adaptive_agrees=("adaptive_agrees", "sum"),
+        uniform_agrees=("uniform_agrees", "sum"), replicates_agree=("dense_replicates_agreeing", "mean"),
+        adaptive_within_ranges=("adaptive_within_ranges", "sum"),
+        dense_true_types=("dense_vs_truth_max_distance", "count"),
+        adaptive_true_types=("adaptive_vs_truth_max_distance", "count"),
+        dense_truth_median=("dense_vs_truth_max_distance", "median"),
+        adaptive_truth_median=("adaptive_vs_truth_max_distance", "median"),
+        dense_truth_max=("dense_vs_truth_max_distance", "max"),
+        adaptive_truth_max=("adaptive_vs_truth_max_distance", "max"))
+    print(summary.round(2).to_string())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("run_dirs", nargs="*", type=Path)
+    parser.add_argument("--synthetic", nargs="*", default=[], metavar="SCENARIO:NOISE:FIRST-LAST",
+                        help="generated runs instead, e.g. A-B-A-flat:0.6:10-21 (seeds 10 to 21)")
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--initial", type=int, default=AdaptiveSettings.initial)
     parser.add_argument("--budget", type=float, default=AdaptiveSettings.budget)
@@ -151,19 +245,21 @@ def main() -> None:
     parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
     parser.add_argument("--set", nargs="*", default=[], help="LLC overrides of --verify's analysis (callbacks.llc.*)")
     args = parser.parse_args()
+    if not args.run_dirs and not args.synthetic:
+        parser.error("give RUN_DIRS or --synthetic")
     settings = AdaptiveSettings(initial=args.initial, budget=args.budget, z_change=args.z_change)
-    tables = [stage_tables(run_dir, settings, args.stride, args.uniform_stride) for run_dir in args.run_dirs]
+    tables = [run_tables(run_dir, settings, args.stride, args.uniform_stride) for run_dir in args.run_dirs]
     with_seed_marks(tables)
+    for case in args.synthetic:
+        scenario, noise, seeds = case.split(":")
+        first, last = map(int, seeds.split("-"))
+        tables += [synthetic_tables(scenario, float(noise), seed, settings) for seed in range(first, last + 1)]
     rows = [compare(t) for t in tables]
     for t, row in zip(tables, rows):
-        print(f"\n== {row['run']}: {row['adaptive_estimates']} of {row['dense_estimates']} estimates "
-              f"({row['share']:.0%}) in {row['rounds']} rounds {[len(r) for r in t.rounds]}")
-        print(f"   dense:    {row['dense_stages']}")
-        for kind in ("adaptive", "uniform"):
-            label = kind if kind == "adaptive" else f"uniform ({row['uniform_estimates']} checkpoints)"
-            print(f"   {label}: {row[kind + '_stages']}\n      same stages and types: {row[kind + '_same_types']}; "
-                  f"largest boundary distance: {row[kind + '_max_boundary_distance']} checkpoint(s); "
-                  f"same marks: {row[kind + '_same_marks']}")
+        if t.truth is None:
+            print_run(t, row)
+    if args.synthetic:
+        print_synthetic(pd.DataFrame([row for t, row in zip(tables, rows) if t.truth is not None]))
     if args.csv:
         pd.DataFrame(rows).to_csv(args.csv, index=False)
     if args.verify:

@@ -9,6 +9,9 @@ distance "in log-step" uses x = ln(step + 1) (natural log).
   turning points / cusps of the smoothed trajectory.
 - `stage_movers` (movers.py): the metrics that move most across each stage.
 - `mark_robustness` (robustness.py): stages that do not reappear in other LLC series or seeds are fragile.
+- `remeasured_tables`, `boundary_ranges` (replicates.py): how far a table's boundaries move when the curve
+  is measured again.
+- adaptive.py: which checkpoints to measure so that the stage table comes out as if all were.
 - smoothing.py (GP in log-step), segments.py (critical points), metrics.py (table layouts),
   synthetic.py (runs with known boundaries for tests and benchmarks).
 """

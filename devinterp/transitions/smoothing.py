@@ -103,6 +103,16 @@ class GPFit:
         var = np.maximum(self.signal_var / self.lengthscale**2 - np.sum(v * v, axis=0), 0.0)
         return mu, np.sqrt(var)
 
+    def sample(self, x, size: int, rng: np.random.Generator) -> np.ndarray:
+        """`size` joint posterior draws of m + f at x (shape size x len(x)): curves the data allow."""
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        ks = self._k(self.x, x)
+        v = self._whiten(ks)
+        cov = self._k(x, x) - v.T @ v
+        eigenvalues, vectors = np.linalg.eigh((cov + cov.T) / 2)  # positive semi-definite up to round-off
+        root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        return self.mean + ks.T @ self.alpha + rng.standard_normal((size, len(x))) @ root.T
+
     def difference(self, a, b) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and std of f(b) - f(a), elementwise over paired arrays a, b (in x)."""
         a = np.atleast_1d(np.asarray(a, dtype=float))

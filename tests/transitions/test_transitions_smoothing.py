@@ -28,6 +28,20 @@ def test_recovers_smooth_curve_and_its_derivative():
     assert abs(d[0] - (mean[-1] - mean[0])) < 1e-9 and d_sd[0] > 0
 
 
+def test_posterior_draws_have_the_posterior_mean_and_std():
+    steps = checkpoint_steps()
+    rng = np.random.default_rng(3)
+    fit = fit_gp(steps, np.tanh(log_step(steps) - 4.0) + 0.2 * rng.standard_normal(len(steps)), np.full(len(steps), 0.2))
+    x = np.linspace(0.0, log_step(steps[-1]) + 1.0, 25)  # past the last point the posterior widens
+    draws = fit.sample(x, 4000, np.random.default_rng(4))
+    mean, sd = fit.predict(x)
+    assert draws.shape == (4000, 25)
+    np.testing.assert_allclose(draws.mean(axis=0), mean, atol=4 * sd.max() / np.sqrt(4000))
+    np.testing.assert_allclose(draws.std(axis=0), sd, rtol=0.1)
+    same = fit.sample(x, 5, np.random.default_rng(4))
+    np.testing.assert_array_equal(same, draws[:5])  # seeded: a pure function of the generator
+
+
 def test_estimated_noise_is_close_to_the_truth():
     steps = checkpoint_steps()
     rng = np.random.default_rng(1)
