@@ -3,20 +3,27 @@
 A run saves dozens of checkpoints; the stage table needs the curve densely only around its stage
 boundaries and where it moves. `adaptive_rounds` chooses which checkpoints to measure, round by round:
 
-- Round 0: `initial` checkpoints evenly spaced in x = ln(step + 1), the first and the last among them.
+- Round 0: `initial` checkpoints, half of them evenly spaced in x = ln(step + 1) (the first and the
+  last among them), half evenly spaced in the checkpoints' order. Schedules save checkpoints both
+  log- and linearly spaced, and the dense table's power to see a slow change late in training comes
+  from the many linear checkpoints there: log spacing alone put 6 of 10 points before step 100 on
+  markov-ICL, whose late type-B fall then went unseen.
 - Each later round, from the values measured in the rounds before (the curve is smoothed and cut
   into stages by `detect_transitions`, as the report does), adds in this order of priority:
   1. *boundaries*: for each stage boundary, the middle unmeasured checkpoint between it and its
      measured neighbour on either side, until both neighbours are the adjacent saved checkpoints:
      the boundary is then located to within one saved checkpoint;
-  2. *bends*: around each measured point that departs from the straight line through its two measured
+  2. *marginal stages*: in each stage whose net LLC change is near the detector's significance
+     threshold (|z| within MARGINAL_Z), the middle of its widest unmeasured stretch (in checkpoints):
+     more points there decide whether it is a stage, as the many points of the dense table do;
+  3. *bends*: around each measured point that departs from the straight line through its two measured
      neighbours by more than `z_change` times the noise, the middles of the stretches on either side
      (a turn of the curve, a stage, could hide there);
-  3. *moves*: the middle of each gap wider than `min_gap` in x across which the smoothed curve changes
+  4. *moves*: the middle of each gap wider than `min_gap` in x across which the smoothed curve changes
      by more than `z_change` standard deviations;
-  4. *uncertain gaps*: the middle of each gap wider than `min_gap` whose middle the smoother knows
+  5. *uncertain gaps*: the middle of each gap wider than `min_gap` whose middle the smoother knows
      UNCERTAIN_GAP times worse than the measured points.
-  Rules 2-4 leave room in the budget for the bisections the boundaries still need.
+  Rules 2-5 leave room in the budget for the bisections the boundaries still need.
 - It stops when a round adds nothing or the budget is spent: `budget` × the number of checkpoints
   estimates in all (round 0 included).
 
@@ -38,6 +45,9 @@ from devinterp.transitions.smoothing import GPFit, log_step
 
 VALUE, STD, HEALTHY = "value", "std", "healthy"  # the columns of a curve table (index: step)
 UNCERTAIN_GAP = 2.0  # a gap whose middle the smoother knows this many times worse than the measured points
+# A stage's |z| (net LLC change / its posterior std) in this band is near the detector's threshold (3.09 at
+# min_confidence 0.999): below, more points may make it significant; above, they may show it is not.
+MARGINAL_Z = (2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -68,16 +78,20 @@ class AdaptiveSettings:
 
 
 def initial_steps(checkpoint_steps: Sequence[int], count: int) -> list[int]:
-    """`count` of the checkpoints, evenly spaced in ln(step + 1): for each of `count` evenly spaced
-    targets the nearest checkpoint not yet taken (all of them when there are no more)."""
+    """`count` of the checkpoints: for each of `count - count // 2` targets evenly spaced in ln(step + 1)
+    (the first and the last checkpoint), then each of `count // 2` targets evenly spaced in the
+    checkpoints' order, the nearest checkpoint not yet taken (all of them when there are no more)."""
     steps = sorted(set(int(s) for s in checkpoint_steps))
     if len(steps) <= count:
         return steps
-    xs = log_step(steps)
+    positions = {"x": log_step(steps), "order": np.arange(len(steps), dtype=float)}
+    by_order = count // 2
+    targets = [*(("x", t) for t in np.linspace(positions["x"][0], positions["x"][-1], count - by_order)),
+               *(("order", t) for t in np.linspace(0, len(steps) - 1, by_order + 2)[1:-1])]
     chosen: list[int] = []
-    for target in np.linspace(xs[0], xs[-1], count):
+    for axis, target in targets:
         free = [i for i in range(len(steps)) if i not in chosen]
-        chosen.append(min(free, key=lambda i: abs(xs[i] - target)))
+        chosen.append(min(free, key=lambda i: abs(positions[axis][i] - target)))
     return sorted(steps[i] for i in chosen)
 
 
@@ -113,7 +127,8 @@ def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings
     xs = log_step(steps)
     at_boundaries, reserve = _boundary_candidates([steps.index(int(b)) for b in stages["start_step"].iloc[1:]],
                                                   measured)
-    others = [*_bend_candidates(values, measured, xs, fit, settings.z_change),
+    others = [*_marginal_candidates(stages, steps, measured),
+              *_bend_candidates(values, measured, xs, fit, settings.z_change),
               *_gap_candidates(measured, xs, fit, settings)]
     at_boundaries = at_boundaries[:limit]
     others = [c for c in dict.fromkeys(others) if c not in measured and c not in at_boundaries]
@@ -133,15 +148,31 @@ def _boundary_candidates(boundaries: list[int], measured: list[int]) -> tuple[li
     return list(dict.fromkeys(candidates)), reserve
 
 
+def _marginal_candidates(stages: pd.DataFrame, steps: list[int], measured: list[int]) -> list[int]:
+    """Rule 2, on checkpoint indices: the middle of the widest unmeasured stretch in each stage whose
+    |llc_z| is within MARGINAL_Z."""
+    candidates = []
+    for stage in stages.itertuples():
+        if not MARGINAL_Z[0] <= abs(stage.llc_z) < MARGINAL_Z[1]:
+            continue
+        first, last = steps.index(int(stage.start_step)), steps.index(int(stage.end_step))
+        inside = [j for j in measured if first <= j <= last]
+        gaps = [(b - a, a, b) for a, b in zip(inside[:-1], inside[1:]) if b - a > 1]
+        if gaps:
+            _, a, b = max(gaps)
+            candidates.append((a + b) // 2)
+    return candidates
+
+
 def _bend_candidates(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit,
                      z_change: float) -> list[int]:
-    """Rule 2: the middles of the stretches on either side of each bend (`_bends`)."""
+    """Rule 3: the middles of the stretches on either side of each bend (`_bends`)."""
     return [mid for k in _bends(values, measured, xs, fit, z_change)
             for mid in ((measured[k - 1] + measured[k]) // 2, (measured[k] + measured[k + 1] + 1) // 2)]
 
 
 def _gap_candidates(measured: list[int], xs: np.ndarray, fit: GPFit, settings: AdaptiveSettings) -> list[int]:
-    """Rules 3 and 4: the middles of the gaps wider than `min_gap` across which the smoothed curve moves
+    """Rules 4 and 5: the middles of the gaps wider than `min_gap` across which the smoothed curve moves
     by more than `z_change` standard deviations (largest first), then of those whose middle the smoother
     knows UNCERTAIN_GAP times worse than the measured points (least known first)."""
     gaps = [(a, b) for a, b in zip(measured[:-1], measured[1:]) if b - a > 1 and xs[b] - xs[a] > settings.min_gap]

@@ -6,7 +6,8 @@ import pytest
 from devinterp.transitions import detect_transitions
 from devinterp.transitions.adaptive import STD, VALUE, AdaptiveSettings, adaptive_rounds, initial_steps
 from devinterp.transitions.smoothing import log_step
-from devinterp.transitions.synthetic import make_scenario
+from devinterp.transitions.replicates import boundary_ranges, remeasured_tables
+from devinterp.transitions.synthetic import checkpoint_steps, make_run, make_scenario
 
 
 def curve_of(run) -> tuple[list[int], pd.DataFrame]:
@@ -18,11 +19,13 @@ def chosen(rounds) -> list[int]:
     return sorted(set().union(*map(set, rounds)))
 
 
-def test_the_coarse_round_is_log_spaced_and_holds_both_ends():
-    first = initial_steps(list(range(0, 2001)), 10)
-    assert len(first) == 10 and first[0] == 0 and first[-1] == 2000
-    gaps = np.diff(log_step(first))[1:]  # the first gap is ln 2 or more: steps are integers
-    assert gaps.max() < 1.2 * gaps.min()
+def test_the_coarse_round_covers_log_time_and_the_checkpoints_order():
+    steps = [int(s) for s in checkpoint_steps()]  # log- and linearly spaced, as runs save them
+    first = initial_steps(steps, 10)
+    assert len(first) == 10 and first[0] == steps[0] and first[-1] == steps[-1]
+    assert np.diff(log_step(first)).max() <= 1.5 * log_step(steps[-1]) / 4  # 5 points evenly in ln(step + 1)
+    order = [steps.index(s) for s in first]
+    assert np.diff(order).max() <= 1.5 * len(steps) / 6  # 5 points evenly in the checkpoints' order
     assert initial_steps([0, 5, 9], 10) == [0, 5, 9]
 
 
@@ -30,17 +33,36 @@ def test_the_coarse_round_is_log_spaced_and_holds_both_ends():
 @pytest.mark.parametrize("scenario", ["A-B-A", "A-B-A-flat"])
 def test_same_stages_as_every_checkpoint_within_the_budget(scenario, seed):
     """Same stage types as the dense table; the boundaries where the LLC turns (A to B, B to A) within one
-    saved checkpoint of the dense table's; at most 35 % of the estimates."""
+    saved checkpoint of where re-measured dense tables put them; at most 35 % of the estimates."""
     steps, curve = curve_of(make_scenario(scenario, llc_noise=0.3, seed=seed))
     rounds = adaptive_rounds(steps, curve, AdaptiveSettings())
     assert len(rounds) > 1 and len(chosen(rounds)) <= 0.35 * len(steps)
     dense = detect_transitions(curve, llc=VALUE, loss=None, llc_std=STD)
     adaptive = detect_transitions(curve.loc[chosen(rounds)], llc=VALUE, loss=None, llc_std=STD, point_steps=steps)
     assert list(adaptive["type"]) == list(dense["type"])
-    for k in range(1, len(dense)):
+    remeasured = remeasured_tables(curve, 20, np.random.default_rng(0), llc=VALUE, llc_std=STD)
+    for k, (lo, hi) in enumerate(boundary_ranges(dense, remeasured, steps), start=1):
         if {dense["type"][k - 1], dense["type"][k]} == {"A", "B"}:
-            distance = abs(steps.index(int(dense["start_step"][k])) - steps.index(int(adaptive["start_step"][k])))
-            assert distance <= 1, (k, dense["start_step"][k], adaptive["start_step"][k])
+            position = steps.index(int(adaptive["start_step"][k]))
+            assert lo - 1 <= position <= hi + 1, (k, dense["start_step"][k], adaptive["start_step"][k], steps[lo], steps[hi])
+
+
+def test_a_slow_late_fall_is_found_as_with_every_checkpoint():
+    """A rise, then a fall of ~10 % over the last ~2/3 of training (as markov-ICL's type B): seen by the dense
+    table through the many linearly spaced late checkpoints, so round 0 must reach them. (Seeds 0-3: the
+    log-spaced round 0 of before found it in 2 of them, this one in 3; at 31 of 84 points the fourth's is not
+    significant.)"""
+    steps = [int(s) for s in checkpoint_steps(total=3000, n_log=50, n_linear=40)]
+    found = 0
+    for seed in range(4):
+        run = make_run((0, 300, 1000, 3000), (10.0, 24.0, 24.0, 22.0), (4.0, 2.0, 1.99, 1.98), ("A", "other", "B"),
+                       llc_noise=1.0, seed=seed, steps=steps)
+        _, curve = curve_of(run)
+        assert list(detect_transitions(curve, llc=VALUE, loss=None, llc_std=STD)["type"]) == ["A", "B"]
+        rounds = adaptive_rounds(steps, curve, AdaptiveSettings())
+        adaptive = detect_transitions(curve.loc[chosen(rounds)], llc=VALUE, loss=None, llc_std=STD, point_steps=steps)
+        found += list(adaptive["type"]) == ["A", "B"]
+    assert found >= 3
 
 
 def test_a_flat_curve_needs_only_the_coarse_round():
