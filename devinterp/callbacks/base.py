@@ -38,7 +38,8 @@ class Schedule:
       (indices 0, k, 2k, ... of the run's checkpoint schedule) and always the last one;
     - `adaptive` (instead of `at_checkpoints`; `schedule: adaptive` in a config): at the checkpoints that
       `devinterp.transitions.adaptive` chooses from the callback's own stored curve (its `stage_curve`),
-      round by round: a coarse log-spaced set, then refinements around stage boundaries and bends (the
+      round by round: a coarse set (half log-spaced, half in the checkpoints' order), then refinements
+      around stage boundaries, marginal stages and bends (the
       runner adds each round once the one before is stored, see `CallbackRunner.pending_steps`);
     - `every`: additionally every N steps (live runs only: post hoc needs a saved checkpoint);
     - `steps`: additionally these explicit steps.

@@ -36,6 +36,7 @@ DEMO_RUNS = {
     "induction": ["name=demo", "callbacks=study", "callbacks.llc.schedule.checkpoint_stride=9",
                   "callbacks.hessian.schedule.checkpoint_stride=8"],
     "grokking": ["name=demo_grokking", "experiment=grokking", "callbacks.llc.schedule.checkpoint_stride=4",
+                 "callbacks.llc.schedule.adaptive=null",
                  "callbacks.hessian.schedule.checkpoint_stride=8"],
 }
 SHOWN = "induction"  # the run whose progress bar is shown
