@@ -10,8 +10,8 @@ together: their stage tables mark each other's stages robust or fragile, as the 
 For each run the adaptive schedule (`devinterp.transitions.adaptive`) is replayed on the stored
 values: the steps it chooses are a pure function of the values at the steps chosen before, and an
 LLC estimate depends only on (checkpoint, settings, run seed, step), so the replay chooses and sees
-exactly what an adaptive analysis of the run would (`--verify DIR` checks this on a copy of one run
-without its LLC results, by running the analysis for real). Both tables come from the report's own
+exactly what an adaptive analysis of the run would (`--verify DIR [--callbacks grokking]` checks this on a
+copy of one run without its LLC results, by running the analysis for real). Both tables come from the report's own
 stage detection (`devinterp.views.report.build.find_stages`, the chain-spread and seed marks).
 
 Per run it prints the dense and the adaptive stage tables and the verdict: same stages and types,
@@ -187,14 +187,14 @@ def summary(stages: pd.DataFrame) -> str:
                      for s, m in zip(stages.itertuples(), marks)) or "none"
 
 
-def verify(run_dir: Path, expected: list[list[int]], overrides: list[str]) -> bool:
+def verify(run_dir: Path, expected: list[list[int]], callbacks: str, overrides: list[str]) -> bool:
     """Run an adaptive analysis for real on a copy of `run_dir` without its LLC results; True when it
     measures exactly the replayed steps."""
     copy = Path(tempfile.gettempdir()) / f"bench_adaptive_{run_dir.name}"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*-cb-llc-*", "llc-*", "calibration", "adaptive"))
     shutil.copytree(run_dir / "calibration", copy / "calibration")  # the same settings as the reference
-    subprocess.run([sys.executable, "-m", "devinterp.cli.analyze", f"run_dir={copy}", "callbacks=[llc]",
+    subprocess.run([sys.executable, "-m", "devinterp.cli.analyze", f"run_dir={copy}", f"callbacks={callbacks}",
                     "callbacks.llc.schedule=adaptive", *overrides], check=True)
     return read_adaptive_file(next((copy / "adaptive").glob("llc-*.json"))).rounds == expected
 
@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--uniform-stride", type=int,
                         help="the uniform schedule's stride (default: about as many estimates as adaptive)")
     parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
+    parser.add_argument("--callbacks", default="[llc]",
+                        help="the callbacks of --verify's analysis: those the run's LLC was measured with (e.g. grokking)")
     parser.add_argument("--set", nargs="*", default=[], help="LLC overrides of --verify's analysis (callbacks.llc.*)")
     args = parser.parse_args()
     if not args.run_dirs and not args.synthetic:
@@ -265,7 +267,7 @@ def main() -> None:
     if args.verify:
         expected = next(t.rounds for t in tables if t.run_dir == args.verify)
         print(f"\nreal adaptive analysis of {args.verify.name} measures the replayed steps: "
-              f"{verify(args.verify, expected, args.set)}")
+              f"{verify(args.verify, expected, args.callbacks, args.set)}")
 
 
 if __name__ == "__main__":
