@@ -48,7 +48,7 @@ def test_same_stages_as_every_checkpoint_within_the_budget(scenario, seed):
 
 
 def test_a_slow_late_fall_is_found_as_with_every_checkpoint():
-    """A rise, then a fall of ~10 % over the last ~2/3 of training (as markov-ICL's type B): seen by the dense
+    """A rise, then a fall of ~8 % over the last ~2/3 of training (as markov-ICL's type B): seen by the dense
     table through the many linearly spaced late checkpoints, so round 0 must reach them. (Seeds 0-3: the
     log-spaced round 0 of before found it in 2 of them, this one in 3; at 31 of 84 points the fourth's is not
     significant.)"""
