@@ -46,7 +46,7 @@ import pandas as pd
 from devinterp.store import checkpoints
 from devinterp.store.adaptive import read_adaptive_file
 from devinterp.transitions.adaptive import HEALTHY, STD, VALUE, AdaptiveSettings, adaptive_rounds
-from devinterp.transitions.replicates import boundary_ranges, remeasured_tables
+from devinterp.transitions.replicates import boundary_ranges, nearest_checkpoint, remeasured_tables
 from devinterp.transitions.synthetic import make_scenario
 from devinterp.transitions.robustness import ROBUSTNESS_COLUMN, mark_chain_spread, mark_robustness
 from devinterp.views.report.build import DEFAULT_LOSS, find_stages, read_run_llc
@@ -134,7 +134,7 @@ def verdict(t: Tables, table: pd.DataFrame, reference: pd.DataFrame | None = Non
     (in saved checkpoints), same marks."""
     reference = t.dense if reference is None else reference
     same_types = list(reference["type"]) == list(table["type"])
-    distances = [abs(checkpoint_index(t, a) - checkpoint_index(t, b))
+    distances = [abs(nearest_checkpoint(t.checkpoint_steps, a) - nearest_checkpoint(t.checkpoint_steps, b))
                  for a, b in zip(reference["end_step"][:-1], table["end_step"][:-1])]
     marks = lambda stages: [str(v) for v in stages.get(ROBUSTNESS_COLUMN, pd.Series(dtype=str))]  # noqa: E731
     return {"stages": summary(table), "same_types": same_types,
@@ -148,15 +148,11 @@ def agrees(t: Tables, table: pd.DataFrame) -> bool:
     return row["same_types"] and row["max_boundary_distance"] <= 1
 
 
-def checkpoint_index(t: Tables, step) -> int:
-    """The index of the saved checkpoint nearest to `step` (a true boundary need not be one)."""
-    return int(np.argmin(np.abs(np.asarray(t.checkpoint_steps) - float(step))))
-
-
 def within_ranges(t: Tables, table: pd.DataFrame, ranges: list[tuple[int, int]]) -> bool:
     """Same types as the dense table, and every boundary within one checkpoint of its replicates' range."""
+    positions = [nearest_checkpoint(t.checkpoint_steps, b) for b in table["end_step"][:-1]]
     return list(t.dense["type"]) == list(table["type"]) and all(
-        lo - 1 <= checkpoint_index(t, b) <= hi + 1 for b, (lo, hi) in zip(table["end_step"][:-1], ranges))
+        lo - 1 <= position <= hi + 1 for position, (lo, hi) in zip(positions, ranges))
 
 
 def compare(t: Tables) -> dict:

@@ -39,15 +39,16 @@ def boundary_ranges(reference: pd.DataFrame, tables: Sequence[pd.DataFrame], ste
     """Per boundary of `reference` (a stage table), the central `coverage` of its position among the `tables`
     with the same stage types, as indices into `steps` (the saved checkpoints; a position between them
     counts as the nearest). With no such table, the reference's own position."""
-    steps = np.asarray(steps, dtype=float)
-
-    def index(step) -> int:
-        return int(np.argmin(np.abs(steps - float(step))))
-
     alike = [t for t in tables if list(t["type"]) == list(reference["type"])]
     tail = (1 - coverage) / 2
     ranges = []
     for k, boundary in enumerate(reference["end_step"].iloc[:-1]):
-        positions = [index(t["end_step"].iloc[k]) for t in alike] or [index(boundary)]
+        positions = ([nearest_checkpoint(steps, t["end_step"].iloc[k]) for t in alike]
+                     or [nearest_checkpoint(steps, boundary)])
         ranges.append((int(np.floor(np.quantile(positions, tail))), int(np.ceil(np.quantile(positions, 1 - tail)))))
     return ranges
+
+
+def nearest_checkpoint(steps: Sequence[int], step) -> int:
+    """The index into `steps` (the saved checkpoints) of the one nearest to `step`, which need not be one."""
+    return int(np.argmin(np.abs(np.asarray(steps, dtype=float) - float(step))))
