@@ -142,9 +142,8 @@ def verdict(t: Tables, table: pd.DataFrame, reference: pd.DataFrame | None = Non
             "same_marks": marks(reference) == marks(table)}
 
 
-def agrees(t: Tables, table: pd.DataFrame) -> bool:
-    """The target: the dense table's types, every boundary within one saved checkpoint of its."""
-    row = verdict(t, table)
+def agrees(row: dict) -> bool:
+    """The target, from a `verdict` row: the dense table's types, every boundary within one saved checkpoint."""
     return row["same_types"] and row["max_boundary_distance"] <= 1
 
 
@@ -169,8 +168,8 @@ def compare(t: Tables) -> dict:
         "adaptive_estimates": chosen, "share": chosen / t.dense_estimates, "rounds": len(t.rounds),
         "dense_stages": summary(t.dense), **{f"adaptive_{k}": v for k, v in adaptive.items()},
         "uniform_estimates": len(t.uniform_steps), **{f"uniform_{k}": v for k, v in uniform.items()},
-        "adaptive_agrees": agrees(t, t.adaptive), "uniform_agrees": agrees(t, t.uniform),
-        "dense_replicates_agreeing": float(np.mean([agrees(t, r) for r in replicates])), **truth,
+        "adaptive_agrees": agrees(adaptive), "uniform_agrees": agrees(uniform),
+        "dense_replicates_agreeing": float(np.mean([agrees(verdict(t, r)) for r in replicates])), **truth,
         "dense_boundary_ranges": " ".join(f"{t.checkpoint_steps[lo]}-{t.checkpoint_steps[hi]}" for lo, hi in ranges),
         "adaptive_within_ranges": within_ranges(t, t.adaptive, ranges),
         "uniform_within_ranges": within_ranges(t, t.uniform, ranges),
