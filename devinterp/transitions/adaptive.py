@@ -23,7 +23,12 @@ boundaries and where it moves. `adaptive_rounds` chooses which checkpoints to me
      by more than `z_change` standard deviations;
   5. *uncertain gaps*: the middle of each gap wider than `min_gap` whose middle the smoother knows
      UNCERTAIN_GAP times worse than the measured points.
-  Rules 2-5 leave room in the budget for the bisections the boundaries still need.
+  Rules 2-5 leave room in the budget for the bisections the boundaries still need, except when the
+  curve is *unresolved*: the smoother needs an excess noise above UNRESOLVED_NOISE times the measured
+  (chain) noise to pass through the points. Then its stages may be artefacts of the sparse fit (on
+  induction's LLC, 30 of 88 points with chain spread ~1 fit with excess noise ~13, and the rise over the
+  first 60 steps read as flat), and the bends, which show whether the curve is smooth between the
+  points, come before that reserve.
 - It stops when a round adds nothing or the budget is spent: `budget` × the number of checkpoints
   estimates in all (round 0 included).
 
@@ -48,6 +53,7 @@ UNCERTAIN_GAP = 2.0  # a gap whose middle the smoother knows this many times wor
 # A stage's |z| (net LLC change / its posterior std) in this band is near the detector's threshold (3.09 at
 # min_confidence 0.999): below, more points may make it significant; above, they may show it is not.
 MARGINAL_Z = (2.0, 4.0)
+UNRESOLVED_NOISE = 2.0  # fitted excess noise std / median measured std above which the curve is unresolved
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,19 @@ def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings
     xs = log_step(steps)
     at_boundaries, reserve = _boundary_candidates([steps.index(int(b)) for b in stages["start_step"].iloc[1:]],
                                                   measured)
-    others = [*_marginal_candidates(stages, steps, measured),
-              *_bend_candidates(values, measured, xs, fit, settings.z_change),
+    bends = _bend_candidates(values, measured, xs, fit, settings.z_change)
+    unresolved = std is not None and fit.fitted_noise_var > (UNRESOLVED_NOISE * values[STD].median()) ** 2
+    first = _unmeasured([*at_boundaries, *(bends if unresolved else [])], measured)[:limit]
+    others = [*_marginal_candidates(stages, steps, measured), *([] if unresolved else bends),
               *_gap_candidates(measured, xs, fit, settings)]
-    at_boundaries = at_boundaries[:limit]
-    others = [c for c in dict.fromkeys(others) if c not in measured and c not in at_boundaries]
-    chosen = at_boundaries + others[: max(limit - len(at_boundaries) - reserve, 0)]
+    others = [c for c in _unmeasured(others, measured) if c not in first]
+    chosen = first + others[: max(limit - len(first) - reserve, 0)]
     return sorted(steps[i] for i in chosen)
+
+
+def _unmeasured(candidates: list[int], measured: list[int]) -> list[int]:
+    """`candidates` without repeats and without the measured ones, in order."""
+    return [c for c in dict.fromkeys(candidates) if c not in measured]
 
 
 def _boundary_candidates(boundaries: list[int], measured: list[int]) -> tuple[list[int], int]:
