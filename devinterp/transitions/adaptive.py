@@ -28,7 +28,9 @@ boundaries and where it moves. `adaptive_rounds` chooses which checkpoints to me
   (chain) noise to pass through the points. Then its stages may be artefacts of the sparse fit (on
   induction's LLC, 30 of 88 points with chain spread ~1 fit with excess noise ~13, and the rise over the
   first 60 steps read as flat), and the bends, which show whether the curve is smooth between the
-  points, come before that reserve.
+  points, come before that reserve, led by the sharpest bend against the chain noise alone (the fitted
+  excess may be the unresolved curve itself; on induction seed 7 two points at either side of the bump
+  tip the fit back to excess noise ~0).
 - It stops when a round adds nothing or the budget is spent: `budget` × the number of checkpoints
   estimates in all (round 0 included).
 
@@ -135,6 +137,8 @@ def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings
                                                   measured)
     bends = _bend_candidates(values, measured, xs, fit, settings.z_change)
     unresolved = std is not None and fit.fitted_noise_var > (UNRESOLVED_NOISE * values[STD].median()) ** 2
+    if unresolved:
+        bends = [*_bend_candidates(values, measured, xs, fit, settings.z_change, excess_noise=False)[:2], *bends]
     first = _unmeasured([*at_boundaries, *(bends if unresolved else [])], measured)[:limit]
     others = [*_marginal_candidates(stages, steps, measured), *([] if unresolved else bends),
               *_gap_candidates(measured, xs, fit, settings)]
@@ -177,9 +181,9 @@ def _marginal_candidates(stages: pd.DataFrame, steps: list[int], measured: list[
 
 
 def _bend_candidates(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit,
-                     z_change: float) -> list[int]:
-    """Rule 3: the middles of the stretches on either side of each bend (`_bends`)."""
-    return [mid for k in _bends(values, measured, xs, fit, z_change)
+                     z_change: float, excess_noise: bool = True) -> list[int]:
+    """Rule 3: the middles of the stretches on either side of each bend (`_bends`), the sharpest first."""
+    return [mid for k in _bends(values, measured, xs, fit, z_change, excess_noise)
             for mid in ((measured[k - 1] + measured[k]) // 2, (measured[k] + measured[k + 1] + 1) // 2)]
 
 
@@ -200,12 +204,14 @@ def _gap_candidates(measured: list[int], xs: np.ndarray, fit: GPFit, settings: A
     return [(gaps[k][0] + gaps[k][1]) // 2 for k in moving + uncertain]
 
 
-def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit, z_change: float) -> list[int]:
+def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit, z_change: float,
+           excess_noise: bool = True) -> list[int]:
     """Positions k in `measured` (interior) whose value departs from the straight line (in x) through its
-    two measured neighbours by more than `z_change` times the noise (the fit's, chain spread plus fitted
-    excess), the largest departures first."""
+    two measured neighbours by more than `z_change` times the noise (the fit's: chain spread plus, with
+    `excess_noise`, the fitted excess), the largest departures first."""
     y = values[VALUE].to_numpy(dtype=float)
-    noise = np.sqrt(fit.fitted_noise_var + (values[STD].to_numpy(dtype=float) ** 2 if STD in values else 0.0))
+    excess = fit.fitted_noise_var if excess_noise else 0.0
+    noise = np.sqrt(excess + (values[STD].to_numpy(dtype=float) ** 2 if STD in values else 0.0))
     x = xs[measured]
     z = []
     for k in range(1, len(measured) - 1):

