@@ -135,13 +135,13 @@ def next_round(steps: list[int], curve: pd.DataFrame, settings: AdaptiveSettings
     xs = log_step(steps)
     at_boundaries, reserve = _boundary_candidates([steps.index(int(b)) for b in stages["start_step"].iloc[1:]],
                                                   measured)
+    priority = at_boundaries
     bends = _bend_candidates(values, measured, xs, fit, settings.z_change)
-    unresolved = std is not None and fit.fitted_noise_var > (UNRESOLVED_NOISE * values[STD].median()) ** 2
-    if unresolved:
-        bends = [*_bend_candidates(values, measured, xs, fit, settings.z_change, excess_noise=False)[:2], *bends]
-    first = _unmeasured([*at_boundaries, *(bends if unresolved else [])], measured)[:limit]
-    others = [*_marginal_candidates(stages, steps, measured), *([] if unresolved else bends),
-              *_gap_candidates(measured, xs, fit, settings)]
+    if std is not None and fit.fitted_noise_var > (UNRESOLVED_NOISE * values[STD].median()) ** 2:  # unresolved
+        sharpest = _bend_candidates(values, measured, xs, fit, settings.z_change, excess_noise=False)[:2]
+        priority, bends = [*at_boundaries, *sharpest, *bends], []
+    first = _unmeasured(priority, measured)[:limit]
+    others = [*_marginal_candidates(stages, steps, measured), *bends, *_gap_candidates(measured, xs, fit, settings)]
     others = [c for c in _unmeasured(others, measured) if c not in first]
     chosen = first + others[: max(limit - len(first) - reserve, 0)]
     return sorted(steps[i] for i in chosen)
