@@ -21,7 +21,9 @@ the adaptive schedule's share of the reference's LLC estimates (target <= 35 %).
 It also says how reproducible the dense table is itself: the share of REPLICATES re-measured dense
 curves (draws from the smoother's posterior at every checkpoint plus each point's measured noise) whose
 stage table passes the same verdict against it (types and boundaries). Where that share is low, the
-dense table's details are noise, and no schedule can be asked to reproduce them.
+dense table's details are noise, and no schedule can be asked to reproduce them. With `--random N` it
+also replays N random schedules of the adaptive one's size (its round 0, then checkpoints drawn at
+random) and says how often they meet the target: what choosing the refinements is worth on that run.
 
     python scripts/bench_adaptive.py --synthetic A-B-A:0.3:10-21 A-B-A-flat:0.6:10-21 [...]
 
@@ -66,6 +68,7 @@ class Tables:
     uniform: pd.DataFrame  # every k-th checkpoint (and the last), k chosen for about as many estimates as adaptive
     uniform_steps: list[int]
     dense_estimates: int
+    metrics: pd.DataFrame  # the run's metrics (long), the LLC at every one of checkpoint_steps
     truth: pd.DataFrame | None = None  # the true stages of a generated run (end_step, type)
 
 
@@ -109,12 +112,35 @@ def stage_tables(name: Path, steps: list[int], metrics: pd.DataFrame, settings: 
     uniform_steps = sorted({*steps[::uniform_stride], steps[-1]})
     uniform_metrics = metrics[~is_llc | metrics["step"].isin(uniform_steps)]
 
-    def marked(metrics, **kwargs):
-        stages = find_stages(metrics, LLC, DEFAULT_LOSS, LLC_STD, [], **kwargs)
-        return stages if stages.empty else mark_chain_spread(stages, metrics, LLC_STD)
+    return Tables(name, steps, curve, rounds, marked_stages(dense_metrics),
+                  marked_stages(adaptive_metrics, point_steps=steps), marked_stages(uniform_metrics), uniform_steps,
+                  len(curve), metrics)
 
-    return Tables(name, steps, curve, rounds, marked(dense_metrics), marked(adaptive_metrics, point_steps=steps),
-                  marked(uniform_metrics), uniform_steps, len(curve))
+
+def marked_stages(metrics: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """The report's stage table of `metrics`, with the chain-spread marks."""
+    stages = find_stages(metrics, LLC, DEFAULT_LOSS, LLC_STD, [], **kwargs)
+    return stages if stages.empty else mark_chain_spread(stages, metrics, LLC_STD)
+
+
+def random_subsets(t: Tables, count: int, ranges: list[tuple[int, int]], rng: np.random.Generator) -> dict:
+    """How often `count` random schedules of the adaptive one's size (its round 0 plus checkpoints drawn
+    at random) have the dense table's types, meet the target, and land within its re-measured ranges:
+    what choosing the refinements well is worth on this run."""
+    first = set(t.rounds[0])
+    size = len(set().union(*map(set, t.rounds)))
+    rest = [s for s in t.checkpoint_steps if s not in first]
+    is_llc = t.metrics["name"].str.startswith("llc/")
+    same_types = agree = within = 0
+    for _ in range(count):
+        chosen = first | set(rng.choice(rest, size - len(first), replace=False).tolist())
+        table = marked_stages(t.metrics[~is_llc | t.metrics["step"].isin(chosen)], point_steps=t.checkpoint_steps)
+        row = verdict(t, table)
+        same_types += row["same_types"]
+        agree += agrees(row)
+        within += within_ranges(t, table, ranges)
+    return {"random_same_types": same_types / count, "random_agree": agree / count,
+            "random_within_ranges": within / count}
 
 
 def with_seed_marks(tables: list[Tables]) -> None:
@@ -154,8 +180,9 @@ def within_ranges(t: Tables, table: pd.DataFrame, ranges: list[tuple[int, int]])
         lo - 1 <= position <= hi + 1 for position, (lo, hi) in zip(positions, ranges))
 
 
-def compare(t: Tables) -> dict:
-    """One row of the benchmark: the adaptive and the uniform tables against the dense one."""
+def compare(t: Tables, random_schedules: int = 0) -> dict:
+    """One row of the benchmark: the adaptive and the uniform tables (and `random_schedules` random ones of
+    the same size) against the dense one."""
     chosen = len(set().union(*map(set, t.rounds)))
     adaptive, uniform = verdict(t, t.adaptive), verdict(t, t.uniform)
     replicates = remeasured_tables(t.curve, REPLICATES, np.random.default_rng(0), llc=VALUE, llc_std=STD,
@@ -173,6 +200,7 @@ def compare(t: Tables) -> dict:
         "dense_boundary_ranges": " ".join(f"{t.checkpoint_steps[lo]}-{t.checkpoint_steps[hi]}" for lo, hi in ranges),
         "adaptive_within_ranges": within_ranges(t, t.adaptive, ranges),
         "uniform_within_ranges": within_ranges(t, t.uniform, ranges),
+        **(random_subsets(t, random_schedules, ranges, np.random.default_rng(1)) if random_schedules else {}),
     }
 
 
@@ -205,6 +233,10 @@ def print_run(t: Tables, row: dict) -> None:
         print(f"   {label}: {row[kind + '_stages']}\n      same stages and types: {row[kind + '_same_types']}; "
               f"largest boundary distance: {row[kind + '_max_boundary_distance']} checkpoint(s); "
               f"same marks: {row[kind + '_same_marks']}; within the re-measured range: {row[kind + '_within_ranges']}")
+    if "random_agree" in row:
+        print(f"   random schedules of the same size (round 0 + random checkpoints): {row['random_same_types']:.0%} "
+              f"have the same types, {row['random_agree']:.0%} meet the target, {row['random_within_ranges']:.0%} "
+              "are within the re-measured ranges")
 
 
 def print_synthetic(rows: pd.DataFrame) -> None:
@@ -237,6 +269,8 @@ def main() -> None:
                         help="treat every k-th saved checkpoint (and the last) as the run's checkpoints")
     parser.add_argument("--uniform-stride", type=int,
                         help="the uniform schedule's stride (default: about as many estimates as adaptive)")
+    parser.add_argument("--random", type=int, default=0, metavar="N",
+                        help="also replay N random schedules of the adaptive one's size per run (a baseline)")
     parser.add_argument("--verify", type=Path, help="one of RUN_DIRS to check by a real adaptive analysis")
     parser.add_argument("--callbacks", default="[llc]",
                         help="the callbacks of --verify's analysis: those the run's LLC was measured with (e.g. grokking)")
@@ -251,7 +285,7 @@ def main() -> None:
         scenario, noise, seeds = case.split(":")
         first, last = map(int, seeds.split("-"))
         tables += [synthetic_tables(scenario, float(noise), seed, settings) for seed in range(first, last + 1)]
-    rows = [compare(t) for t in tables]
+    rows = [compare(t, args.random) for t in tables]
     for t, row in zip(tables, rows):
         if t.truth is None:
             print_run(t, row)
