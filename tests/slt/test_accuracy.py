@@ -42,7 +42,8 @@ def localized_llc(potential, w0: float, nbeta: float, gamma: float) -> float:
 
 
 @pytest.mark.slow(seconds=40)
-@pytest.mark.parametrize("k", [pytest.param(1, marks=pytest.mark.accuracy), 3])
+@pytest.mark.accuracy
+@pytest.mark.parametrize("k", [1, 3])
 def test_one_parameter_potential_w_2k(k):
     """K(w) = w^{2k}: λ = 1/(2k); λ̂ against the localized value at the recommended nβ and γ. (The quartic,
     k = 2, is the coordinates at 0 of `test_more_degenerate_minimum_has_smaller_llc`.)"""
@@ -80,8 +81,8 @@ def fast_cases():
 
 
 @pytest.mark.slow(seconds=65)
-@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="float64", marks=pytest.mark.accuracy),
-                                   pytest.param(torch.float32, id="float32")])
+@pytest.mark.accuracy
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")])
 def test_generated_deep_linear_networks(dtype):
     """The cheapest generated cases on the default path: each within the family's worst-case target (25 %),
     their median within the median target (10 % in float64, 15 % in float32)."""
