@@ -23,7 +23,8 @@ curves (draws from the smoother's posterior at every checkpoint plus each point'
 stage table passes the same verdict against it (types and boundaries). Where that share is low, the
 dense table's details are noise, and no schedule can be asked to reproduce them. With `--random N` it
 also replays N random schedules of the adaptive one's size (its round 0, then checkpoints drawn at
-random) and says how often they meet the target: what choosing the refinements is worth on that run.
+random) and says how often their tables have the dense one's types, meet the target, and lie within the
+re-measured ranges: what choosing the refinements is worth on that run.
 
     python scripts/bench_adaptive.py --synthetic A-B-A:0.3:10-21 A-B-A-flat:0.6:10-21 [...]
 
