@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from devinterp.models.attention_only import AttnOnlyConfig, AttnOnlyTransformer, head_parameter_masks
 from devinterp.slt import LLCResult, default_nbeta, estimate_llc
-from devinterp.slt.llc import MAX_NOISE_INFLATION
+from devinterp.slt.llc import END_CURVATURE_SAMPLES, END_CURVATURE_SCREEN_SAMPLES, MAX_NOISE_INFLATION, curvature_at_end
 from devinterp.slt.sampler import VMAP_MAX_FLOPS, FunctionalProblem, run_chains, vmap_pays_off
 
 from tests.slt.problems import Potential, half_squared_error
@@ -505,6 +505,21 @@ def test_step_check_takes_the_draws_again_at_the_step_the_chains_end_needs():
     fine = estimate_llc(Potential(torch.zeros(d)), quartic_loss, data, step_size=0.005, step_check=True, **kwargs)
     assert fine.diagnostics["end_step_curvature"] < 2 and "coarse_llc" not in fine.diagnostics
     assert fine.mean == pytest.approx(exact, rel=0.03)
+
+
+@pytest.mark.parametrize("screened, measured", [(900.0, False), (1100.0, True)])
+def test_step_check_measures_the_end_curvature_on_more_samples_only_near_its_threshold(screened, measured):
+    # ε = 1e-3: the first look gives ε·κ_P 0.9, below half the threshold of 2 (that value is used), or 1.1
+    # (the check could fire: κ_P is measured again on more samples, which here read 2.5)
+    asked = []
+
+    def curvature(num_samples):
+        asked.append(num_samples)
+        return screened if num_samples == END_CURVATURE_SCREEN_SAMPLES else 2500.0
+
+    kappa = curvature_at_end(curvature, 1e-3)
+    assert asked == ([END_CURVATURE_SCREEN_SAMPLES, END_CURVATURE_SAMPLES] if measured else [END_CURVATURE_SCREEN_SAMPLES])
+    assert kappa == (2500.0 if measured else screened)
 
 
 def test_no_noise_check_for_a_negative_estimate():
