@@ -38,6 +38,7 @@ MIN_ESS.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -356,9 +357,8 @@ def estimate_llc(
     if max_batch_size is not None:
         result, final = quieter_estimate(result, final, sample, min(max_batch_size, len(data)))
     if step_check and final is not None:
-        at_end = lambda num_samples: drift_curvature(  # noqa: E731
-            problem, data, seed, nbeta, localization, weights=problem.unflatten(final[0]), num_samples=num_samples,
-            preconditioner=scale, tol=END_CURVATURE_TOL)
+        at_end = functools.partial(drift_curvature, problem, data, seed, nbeta, localization,
+                                   weights=problem.unflatten(final[0]), preconditioner=scale, tol=END_CURVATURE_TOL)
         result = finer_estimate(result, final, sample, curvature_at_end(at_end, result.diagnostics["step_size"]))
     if grad_norm:
         result.diagnostics["init_grad_norm"] = problem.grad_norm(data, FULL_LOSS_BATCH)
@@ -402,10 +402,10 @@ def curvature_at_end(curvature, step: float) -> float:
     """κ_P where a chain ended, for the step check: `curvature(num_samples)` on END_CURVATURE_SCREEN_SAMPLES, or,
     where that puts ε·κ_P (ε = `step`) above half of END_STEP_CURVATURE (near where the check fires), on
     END_CURVATURE_SAMPLES."""
-    screened = curvature(END_CURVATURE_SCREEN_SAMPLES)
+    screened = curvature(num_samples=END_CURVATURE_SCREEN_SAMPLES)
     if step * screened <= END_STEP_CURVATURE / 2:
         return screened
-    return curvature(END_CURVATURE_SAMPLES)
+    return curvature(num_samples=END_CURVATURE_SAMPLES)
 
 
 def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature: float) -> LLCResult:
