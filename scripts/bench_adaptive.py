@@ -72,6 +72,10 @@ class Tables:
     metrics: pd.DataFrame  # the run's metrics (long), the LLC at every one of checkpoint_steps
     truth: pd.DataFrame | None = None  # the true stages of a generated run (end_step, type)
 
+    @property
+    def adaptive_steps(self) -> set[int]:
+        return set().union(*map(set, self.rounds))
+
 
 def llc_curve(metrics: pd.DataFrame) -> pd.DataFrame:
     wide = metrics[metrics["name"].isin([LLC, LLC_STD, LLC_HEALTHY])].pivot_table(
@@ -106,16 +110,16 @@ def stage_tables(name: Path, steps: list[int], metrics: pd.DataFrame, settings: 
     curve = curve[curve.index.isin(steps)]
     rounds = adaptive_rounds(steps, curve, settings)
     chosen = set().union(*map(set, rounds))
-    is_llc = metrics["name"].str.startswith("llc/")
-    dense_metrics = metrics[~is_llc | metrics["step"].isin(steps)]
-    adaptive_metrics = metrics[~is_llc | metrics["step"].isin(chosen)]
     uniform_stride = uniform_stride or max(round(len(steps) / len(chosen)), 1)
     uniform_steps = sorted({*steps[::uniform_stride], steps[-1]})
-    uniform_metrics = metrics[~is_llc | metrics["step"].isin(uniform_steps)]
+    return Tables(name, steps, curve, rounds, marked_stages(llc_at(metrics, steps)),
+                  marked_stages(llc_at(metrics, chosen), point_steps=steps),
+                  marked_stages(llc_at(metrics, uniform_steps)), uniform_steps, len(curve), metrics)
 
-    return Tables(name, steps, curve, rounds, marked_stages(dense_metrics),
-                  marked_stages(adaptive_metrics, point_steps=steps), marked_stages(uniform_metrics), uniform_steps,
-                  len(curve), metrics)
+
+def llc_at(metrics: pd.DataFrame, steps) -> pd.DataFrame:
+    """`metrics` with the LLC kept only at `steps` (every other metric everywhere)."""
+    return metrics[~metrics["name"].str.startswith("llc/") | metrics["step"].isin(steps)]
 
 
 def marked_stages(metrics: pd.DataFrame, **kwargs) -> pd.DataFrame:
@@ -129,13 +133,12 @@ def random_subsets(t: Tables, count: int, ranges: list[tuple[int, int]], rng: np
     at random) have the dense table's types, meet the target, and land within its re-measured ranges:
     what choosing the refinements well is worth on this run."""
     first = set(t.rounds[0])
-    size = len(set().union(*map(set, t.rounds)))
+    size = len(t.adaptive_steps)
     rest = [s for s in t.checkpoint_steps if s not in first]
-    is_llc = t.metrics["name"].str.startswith("llc/")
     same_types = agree = within = 0
     for _ in range(count):
         chosen = first | set(rng.choice(rest, size - len(first), replace=False).tolist())
-        table = marked_stages(t.metrics[~is_llc | t.metrics["step"].isin(chosen)], point_steps=t.checkpoint_steps)
+        table = marked_stages(llc_at(t.metrics, chosen), point_steps=t.checkpoint_steps)
         row = verdict(t, table)
         same_types += row["same_types"]
         agree += agrees(row)
@@ -184,7 +187,7 @@ def within_ranges(t: Tables, table: pd.DataFrame, ranges: list[tuple[int, int]])
 def compare(t: Tables, random_schedules: int = 0) -> dict:
     """One row of the benchmark: the adaptive and the uniform tables (and `random_schedules` random ones of
     the same size) against the dense one."""
-    chosen = len(set().union(*map(set, t.rounds)))
+    chosen = len(t.adaptive_steps)
     adaptive, uniform = verdict(t, t.adaptive), verdict(t, t.uniform)
     replicates = remeasured_tables(t.curve, REPLICATES, np.random.default_rng(0), llc=VALUE, llc_std=STD,
                                    llc_healthy=HEALTHY if HEALTHY in t.curve else None)
