@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from devinterp.transitions.detect import MIN_LLC_POINTS, detect_transitions, fit_llc_curve
+from devinterp.transitions.detect import MIN_LLC_POINTS, detect_transitions, fit_llc_curve, moderated_spread
 from devinterp.transitions.smoothing import GPFit, log_step
 
 VALUE, STD, HEALTHY = "value", "std", "healthy"  # the columns of a curve table (index: step)
@@ -207,11 +207,12 @@ def _gap_candidates(measured: list[int], xs: np.ndarray, fit: GPFit, settings: A
 def _bends(values: pd.DataFrame, measured: list[int], xs: np.ndarray, fit: GPFit, z_change: float,
            excess_noise: bool = True) -> list[int]:
     """Positions k in `measured` (interior) whose value departs from the straight line (in x) through its
-    two measured neighbours by more than `z_change` times the noise (the fit's: chain spread plus, with
-    `excess_noise`, the fitted excess), the largest departures first."""
+    two measured neighbours by more than `z_change` times the noise (the fit's: moderated chain spread plus,
+    with `excess_noise`, the fitted excess), the largest departures first."""
     y = values[VALUE].to_numpy(dtype=float)
     excess = fit.fitted_noise_var if excess_noise else 0.0
-    noise = np.sqrt(excess + (values[STD].to_numpy(dtype=float) ** 2 if STD in values else 0.0))
+    spread = moderated_spread(values.index, values[STD]) if STD in values else 0.0
+    noise = np.sqrt(excess + spread ** 2)
     x = xs[measured]
     z = []
     for k in range(1, len(measured) - 1):

@@ -3,7 +3,7 @@
 A stage boundary found from noisy LLC estimates has a positional uncertainty of its own: measured again
 (new chains, same checkpoints), the curve would scatter by its noise and the boundary could land a few
 checkpoints away. `remeasured_tables` imitates that: each replicate draws the noise-free curve from the
-smoother's posterior at every measured step, adds each point's noise (its given std and the fitted excess),
+smoother's posterior at every measured step, adds each point's noise (its moderated std, `detect.moderated_spread`, and the fitted excess),
 and cuts the result into stages with `detect_transitions`, as the report does. `boundary_ranges` says,
 per boundary of a reference table, where the replicates with the same stage types put it.
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from devinterp.transitions.detect import detect_transitions, fit_llc_curve
+from devinterp.transitions.detect import detect_transitions, fit_llc_curve, moderated_spread
 from devinterp.transitions.smoothing import log_step
 
 
@@ -28,7 +28,7 @@ def remeasured_tables(curve: pd.DataFrame, count: int, rng: np.random.Generator,
     columns = {"llc": llc, "llc_std": llc_std, "llc_healthy": llc_healthy}
     curve = curve.sort_index().rename_axis("step")
     fit = fit_llc_curve(curve, **columns).fit
-    noise = np.sqrt(fit.fitted_noise_var + curve[llc_std].to_numpy(dtype=float) ** 2)
+    noise = np.sqrt(fit.fitted_noise_var + moderated_spread(curve.index, curve[llc_std]) ** 2)
     draws = fit.sample(log_step(curve.index), count, rng)
     draws += noise * rng.standard_normal(draws.shape)
     return [detect_transitions(curve.assign(**{llc: draw}), loss=None, **columns) for draw in draws]
