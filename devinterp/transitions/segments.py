@@ -28,9 +28,16 @@ Works on a `GPFit` (see `smoothing`), in x = ln(step + 1). On a uniform grid of 
      confidently slow (as above, against its one neighbour) and without significant net change;
      otherwise its neighbour absorbs it.
    With no rising or falling run at all the whole range is one stage of direction 0.
-4. A resulting stage without a rising/falling run whose net change is nevertheless significant at
-   ``min_confidence`` takes the direction of that change; a stage whose net change is *not*
-   significant (or has the wrong sign) gets direction 0, and adjacent direction-0 stages merge.
+4. A stage whose one rising/falling run does not make its net change significant (at
+   ``min_confidence``, in the run's direction) is not a stage of that direction: the run is relabelled
+   flat and steps 3-4 are repeated, so the flat stretch it leaves is judged afresh (at either end, a
+   stretch across which the curve still changes significantly is absorbed by its neighbour, as in step
+   3). On markov-ICL's LLC at the adaptive schedule's points, a rise over steps 2-5 (z 3.6 on its own,
+   2.7 from step 0: the smoothed LLC dips after step 0) otherwise left a plateau "stage" 0-143 whose
+   net change was z 4.0.
+5. A resulting stage without a rising/falling run whose net change is nevertheless significant at
+   ``min_confidence`` takes the direction of that change; one whose net change is not significant
+   gets direction 0, and adjacent direction-0 stages merge.
 
 Every returned segment carries the posterior mean and std of f(end) - f(start), from which
 `Segment.confidence` = Phi(|delta| / std) is the posterior probability that the curve moved in
@@ -164,10 +171,36 @@ def segment_curve(
     labels = _clean(
         slope_labels(fit, grid, z_slope=z_slope, plateau_rel=plateau_rel), grid, fit, min_length, min_confidence, z_slope
     )
-    runs = _runs(labels)
-    cuts = _cuts(fit, grid, runs, min_length, min_confidence, z_slope)
-    edges = [0, *sorted(set(c for c in cuts if 0 < c < len(grid) - 1)), len(grid) - 1]
-    return _segments(fit, grid, runs, edges, min_confidence)
+    while True:  # each pass relabels at least one run flat (step 4), so it ends
+        runs = _runs(labels)
+        cuts = _cuts(fit, grid, runs, min_length, min_confidence, z_slope)
+        edges = [0, *sorted(set(c for c in cuts if 0 < c < len(grid) - 1)), len(grid) - 1]
+        weak = _runs_of_weak_stages(fit, grid, runs, edges, min_confidence)
+        if not weak:
+            return _segments(fit, grid, runs, edges, min_confidence)
+        for _, i0, i1 in weak:
+            labels[i0 : i1 + 1] = 0
+
+
+def _runs_inside(runs: list[tuple[int, int, int]], a: int, b: int) -> list[tuple[int, int, int]]:
+    """The rising/falling runs that overlap the grid stretch [a, b]."""
+    return [(lab, i0, i1) for lab, i0, i1 in runs if lab != 0 and i0 < b and i1 > a]
+
+
+def _runs_of_weak_stages(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], edges: list[int],
+                         min_confidence: float) -> list[tuple[int, int, int]]:
+    """Step 4: the runs of the stages (between consecutive `edges`) that have runs of one direction only
+    but whose net change is not significant in that direction."""
+    weak = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        inside = _runs_inside(runs, a, b)
+        if len({lab for lab, _, _ in inside}) != 1:
+            continue
+        delta, sd = fit.difference(grid[a], grid[b])
+        stage = Segment(float(grid[a]), float(grid[b]), inside[0][0], float(delta[0]), float(sd[0]))
+        if stage.confidence < min_confidence or np.sign(stage.delta) != stage.direction:
+            weak += inside
+    return weak
 
 
 def _cuts(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], min_length: float, min_confidence: float,
@@ -215,18 +248,17 @@ def _cuts(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], min_le
 
 def _segments(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], edges: list[int],
               min_confidence: float) -> list[Segment]:
-    """The stages between consecutive `edges` (grid indices): the direction of the one monotone run
-    inside (0 for none or several), kept only where the net change is significant; adjacent plateaus merged."""
+    """The stages between consecutive `edges` (grid indices), none of them weak (step 4): the direction of
+    the one monotone run inside, else (none or several) that of a significant net change (step 5), else 0;
+    adjacent plateaus merged."""
     segments = []
     for a, b in zip(edges[:-1], edges[1:]):
-        present = {lab for lab, i0, i1 in runs if lab != 0 and i0 < b and i1 > a}
+        present = {lab for lab, _, _ in _runs_inside(runs, a, b)}
         direction = present.pop() if len(present) == 1 else 0
         delta, sd = fit.difference(grid[a], grid[b])
         seg = Segment(float(grid[a]), float(grid[b]), direction, float(delta[0]), float(sd[0]))
         if direction == 0 and seg.confidence >= min_confidence:  # no steep core, but a real net change
             seg = Segment(seg.start_x, seg.end_x, int(np.sign(seg.delta)), seg.delta, seg.delta_std)
-        elif direction != 0 and (seg.confidence < min_confidence or np.sign(seg.delta) != direction):
-            seg = Segment(seg.start_x, seg.end_x, 0, seg.delta, seg.delta_std)  # core real, stage not
         if segments and seg.direction == 0 and segments[-1].direction == 0:  # merge adjacent plateaus
             delta, sd = fit.difference(segments[-1].start_x, seg.end_x)
             seg = Segment(segments[-1].start_x, seg.end_x, 0, float(delta[0]), float(sd[0]))
