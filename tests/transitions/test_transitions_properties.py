@@ -16,6 +16,14 @@ STEPS = checkpoint_steps(total=1000, n_log=30, n_linear=20)
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
+def eased_run(values, noise, seed):
+    """A generated run whose LLC eases between `values` at log-spaced knots (the first at step 0)."""
+    knots = np.unique(np.round(np.geomspace(1, 1000, len(values))).astype(int))
+    knots[0] = 0
+    return make_run(knots, values[: len(knots)], np.linspace(3, 2, len(knots)), ["other"] * (len(knots) - 1),
+                    llc_noise=noise, seed=seed, steps=STEPS)
+
+
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=4),
@@ -23,12 +31,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
     seed=st.integers(0, 2**16),
 )
 def test_stage_table_is_well_formed(values, noise, seed):
-    knots = np.unique(np.round(np.geomspace(1, 1000, len(values))).astype(int))
-    knots[0] = 0
-    values = values[: len(knots)]
-    run = make_run(knots, values, np.linspace(3, 2, len(knots)), ["other"] * (len(knots) - 1),
-                   llc_noise=noise, seed=seed, steps=STEPS)
-    stages = detect_transitions(run.wide(), llc_std="llc/std", loss=None)
+    stages = detect_transitions(eased_run(values, noise, seed).wide(), llc_std="llc/std", loss=None)
     assert len(stages) >= 1
     assert stages["start_step"].iloc[0] == STEPS[0] and stages["end_step"].iloc[-1] == STEPS[-1]
     assert np.array_equal(stages["end_step"].to_numpy()[:-1], stages["start_step"].to_numpy()[1:])
@@ -45,11 +48,7 @@ def test_stage_table_is_well_formed(values, noise, seed):
     seed=st.integers(0, 2**16),
 )
 def test_segment_directions_match_their_significance(values, noise, seed):
-    knots = np.unique(np.round(np.geomspace(1, 1000, len(values))).astype(int))
-    knots[0] = 0
-    run = make_run(knots, values[: len(knots)], np.linspace(3, 2, len(knots)), ["other"] * (len(knots) - 1),
-                   llc_noise=noise, seed=seed, steps=STEPS)
-    assert_directions_match_significance(fit_llc_curve(run.wide(), "llc/mean", "llc/std").fit)
+    assert_directions_match_significance(fit_llc_curve(eased_run(values, noise, seed).wide(), "llc/mean", "llc/std").fit)
 
 
 def test_segment_directions_match_their_significance_on_a_real_sparse_curve():
