@@ -16,6 +16,14 @@ STEPS = checkpoint_steps(total=1000, n_log=30, n_linear=20)
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
+EXAMPLES = settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+EASED_CURVES = given(  # the arguments of eased_run
+    values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=4),
+    noise=st.floats(0.01, 2.0),
+    seed=st.integers(0, 2**16),
+)
+
+
 def eased_run(values, noise, seed):
     """A generated run whose LLC eases between `values` at log-spaced knots (the first at step 0)."""
     knots = np.unique(np.round(np.geomspace(1, 1000, len(values))).astype(int))
@@ -24,12 +32,8 @@ def eased_run(values, noise, seed):
                     llc_noise=noise, seed=seed, steps=STEPS)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=4),
-    noise=st.floats(0.01, 2.0),
-    seed=st.integers(0, 2**16),
-)
+@EXAMPLES
+@EASED_CURVES
 def test_stage_table_is_well_formed(values, noise, seed):
     stages = detect_transitions(eased_run(values, noise, seed).wide(), llc_std="llc/std", loss=None)
     assert len(stages) >= 1
@@ -41,12 +45,8 @@ def test_stage_table_is_well_formed(values, noise, seed):
     assert stages[["loss_start", "loss_end"]].isna().all().all()
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=4),
-    noise=st.floats(0.01, 2.0),
-    seed=st.integers(0, 2**16),
-)
+@EXAMPLES
+@EASED_CURVES
 def test_segment_directions_match_their_significance(values, noise, seed):
     assert_directions_match_significance(fit_llc_curve(eased_run(values, noise, seed).wide(), "llc/mean", "llc/std").fit)
 
