@@ -3,9 +3,10 @@
 A stage boundary found from noisy LLC estimates has a positional uncertainty of its own: measured again
 (new chains, same checkpoints), the curve would scatter by its noise and the boundary could land a few
 checkpoints away. `remeasured_tables` imitates that: each replicate draws the noise-free curve from the
-smoother's posterior at every measured step, adds each point's noise (its moderated std, `detect.moderated_spread`, and the fitted excess),
-and cuts the result into stages with `detect_transitions`, as the report does. `boundary_ranges` says,
-per boundary of a reference table, where the replicates with the same stage types put it.
+smoother's posterior at every measured step, adds each point's noise (its moderated std,
+`detect.moderated_spread`, and the fitted excess), and cuts the result into stages with
+`detect_transitions`, as the report does. `boundary_ranges` says, per boundary of a reference table,
+where the replicates with the same stage types put it.
 
 Used to judge a cheaper schedule (`adaptive`) fairly: asking it to reproduce a boundary more precisely than
 the dense table reproduces itself asks it to reproduce noise.

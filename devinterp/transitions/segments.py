@@ -35,9 +35,10 @@ Works on a `GPFit` (see `smoothing`), in x = ln(step + 1). On a uniform grid of 
    3). On markov-ICL's LLC at the adaptive schedule's points, a rise over steps 2-5 (z 3.6 on its own,
    2.7 from step 0: the smoothed LLC dips after step 0) otherwise left a plateau "stage" 0-143 whose
    net change was z 4.0.
-5. A resulting stage without a rising/falling run whose net change is nevertheless significant at
-   ``min_confidence`` takes the direction of that change; one whose net change is not significant
-   gets direction 0, and adjacent direction-0 stages merge.
+5. A resulting stage without a rising/falling run (or with runs of both directions) whose net change
+   is nevertheless significant at ``min_confidence`` takes the direction of that change; one whose net
+   change is not gets direction 0, and adjacent direction-0 stages merge (the merged stage is judged
+   again: two plateaus can add up to a significant change).
 
 Every returned segment carries the posterior mean and std of f(end) - f(start), from which
 `Segment.confidence` = Phi(|delta| / std) is the posterior probability that the curve moved in
@@ -256,12 +257,19 @@ def _segments(fit: GPFit, grid: np.ndarray, runs: list[tuple[int, int, int]], ed
         present = {lab for lab, _, _ in _runs_inside(runs, a, b)}
         direction = present.pop() if len(present) == 1 else 0
         delta, sd = fit.difference(grid[a], grid[b])
-        seg = Segment(float(grid[a]), float(grid[b]), direction, float(delta[0]), float(sd[0]))
-        if direction == 0 and seg.confidence >= min_confidence:  # no steep core, but a real net change
-            seg = Segment(seg.start_x, seg.end_x, int(np.sign(seg.delta)), seg.delta, seg.delta_std)
+        seg = _significant_direction(Segment(float(grid[a]), float(grid[b]), direction, float(delta[0]), float(sd[0])),
+                                     min_confidence)
         if segments and seg.direction == 0 and segments[-1].direction == 0:  # merge adjacent plateaus
             delta, sd = fit.difference(segments[-1].start_x, seg.end_x)
-            seg = Segment(segments[-1].start_x, seg.end_x, 0, float(delta[0]), float(sd[0]))
+            seg = _significant_direction(Segment(segments[-1].start_x, seg.end_x, 0, float(delta[0]), float(sd[0])),
+                                         min_confidence)
             segments.pop()
         segments.append(seg)
     return segments
+
+
+def _significant_direction(seg: Segment, min_confidence: float) -> Segment:
+    """Step 5: a stage without a direction whose net change is significant takes that change's direction."""
+    if seg.direction == 0 and seg.confidence >= min_confidence:
+        return Segment(seg.start_x, seg.end_x, int(np.sign(seg.delta)), seg.delta, seg.delta_std)
+    return seg
