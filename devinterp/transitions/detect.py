@@ -110,11 +110,10 @@ def moderated_spread(steps, spread) -> np.ndarray:
     Bayes moderation, Smyth 2004). A constant spread is left as it is."""
     steps, spread = np.asarray(steps), np.asarray(spread, dtype=float)
     order = np.argsort(steps, kind="stable")
-    square = spread[order] ** 2
-    local = np.array([np.median(square[max(i - SPREAD_NEIGHBOURS, 0): i + SPREAD_NEIGHBOURS + 1])
-                      for i in range(len(square))])
+    square = pd.Series(spread[order] ** 2)
+    local = square.rolling(2 * SPREAD_NEIGHBOURS + 1, center=True, min_periods=1).median()  # fewer at the ends
     moderated = np.empty_like(spread)
-    moderated[order] = np.sqrt((square + local) / 2)
+    moderated[order] = np.sqrt((square + local).to_numpy() / 2)
     return moderated
 
 
