@@ -42,10 +42,11 @@ preconditioner by default and applies this rule:
    several hundred steps at s = 0.04 (grokking checkpoint 207: ~400), much slower than the
    localization alone. Draws: enough for ESS ≥ 100 and a standard error ≤ `target_stderr` × λ̂,
    judged from the longest probe. Within `max_steps` both are cut (the burn-in to half of it first).
-7. Localization check: probes at γ and 3γ. Where λ̂ changes by more than 30 % (and by more than twice
-   the standard error), the localization rather than the loss confines the chains: `problems` says
-   so. The check is coarse, there for gross cases (a quartic loss at n = 1e5, where γ ∝ nβ outgrows
-   the posterior's width and λ̂ reads 25 % low from healthy chains).
+7. Localization check: probes at γ (the last probe, where its draws suffice) and 3γ. Where λ̂ changes
+   by more than 30 % (and by more than twice the standard error), the localization rather than the
+   loss confines the chains: `problems` says so. The check is coarse, there for gross cases (a quartic
+   loss at n = 1e5, where γ ∝ nβ outgrows the posterior's width and λ̂ reads 25 % low from healthy
+   chains).
 
 Limits the budget (`max_steps`, `max_batch_size`) forces are named in `problems` with a warning.
 The recommendation includes `stability_retries=2`: a checkpoint stiffer than the calibrated one
@@ -94,9 +95,10 @@ STABILITY_RETRIES = 2
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """table: one row per probe (kind: "probe", "half step", "localization γ", "localization 3γ"; step_size,
-    flat_step, batch_size, num_burnin, curvature (κ_P at w*), and the probe's noise, llc, stderr, ess, rhat,
-    trend_z, noise_inflation, num_diverged, localization).
+    """table: one row per probe (kind: "probe", "half step", "localization γ" (only where the last probe had
+    too few draws to serve as it), "localization 3γ"; step_size, flat_step, batch_size, num_burnin, num_draws,
+    curvature (κ_P at w*), and the probe's noise, llc, stderr, ess, rhat, trend_z, noise_inflation,
+    num_diverged, localization).
     localization_change: λ̂ at 3γ over λ̂ at the recommended γ, minus 1 (NaN when either probe gave no
     estimate). step_halving_change: λ̂ at ε/2 over λ̂ at the recommended ε, minus 1.
     recommended: keyword arguments for `estimate_llc` (step_size, nbeta, localization, batch_size,
@@ -188,9 +190,9 @@ def calibrate(
     geometry = _Geometry(kappa, anchor.noise)
     sample = _Prober(problem, data, anchor, budget, sampler, scale, seed, progress)
 
-    rows, flat_index, max_step, probe, half = [], _first_flat_step(max_steps), math.inf, None, None
+    rows, flat_index, max_step, probe, half, probed = [], _first_flat_step(max_steps), math.inf, None, None, None
     for _ in range(MAX_ROUNDS):
-        choice = _choose(geometry, budget, FLAT_STEPS[flat_index], max_step)
+        choice = probed = _choose(geometry, budget, FLAT_STEPS[flat_index], max_step)
         probe, final = sample(choice, budget.gamma, PROBE_DRAWS)
         rows.append(_table_row("probe", choice, budget.gamma, geometry, probe))
         if probe.diagnostics["num_diverged"]:  # the chains met curvature beyond what was measured
@@ -213,6 +215,9 @@ def calibrate(
     checks = []
     for kind, gamma, this_choice in [("localization γ", budget.gamma, choice),
                                      ("localization 3γ", LOCALIZATION_CHECK_FACTOR * budget.gamma, check_choice)]:
+        if gamma == budget.gamma and this_choice == probed and check_draws == PROBE_DRAWS:
+            checks.append(probe)  # the last probe already is this check: the same settings and draws
+            continue
         result, _ = sample(this_choice, gamma, check_draws)
         rows.append(_table_row(kind, this_choice, gamma, geometry, result))
         checks.append(result)
@@ -310,10 +315,10 @@ def _table_row(kind: str, choice: _Choice, gamma: float, geometry: _Geometry, pr
     """One row of `CalibrationResult.table`: a probe's settings and what it measured."""
     d = probe.diagnostics
     return dict(kind=kind, step_size=choice.step_size, flat_step=choice.step_size * gamma,
-                batch_size=choice.batch_size, num_burnin=choice.num_burnin, curvature=geometry.curvature,
-                noise=d["noise"], llc=probe.mean, stderr=probe.stderr, ess=d["ess"], rhat=d["rhat"],
-                trend_z=d["trend_z"], noise_inflation=d["noise_inflation"], num_diverged=d["num_diverged"],
-                localization=gamma)
+                batch_size=choice.batch_size, num_burnin=choice.num_burnin, num_draws=d["num_draws"],
+                curvature=geometry.curvature, noise=d["noise"], llc=probe.mean, stderr=probe.stderr, ess=d["ess"],
+                rhat=d["rhat"], trend_z=d["trend_z"], noise_inflation=d["noise_inflation"],
+                num_diverged=d["num_diverged"], localization=gamma)
 
 
 def _localization_dominated(probe: LLCResult, check: LLCResult) -> bool:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from devinterp.slt import CalibrationResult, calibrate, default_nbeta
-from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_LOCALIZATION, NOISE_TARGET, _Budget,
-                                       _choose, _first_flat_step, _Geometry)
+from devinterp.slt import CalibrationResult, calibrate, calibration, default_nbeta
+from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_LOCALIZATION, NOISE_TARGET, PROBE_DRAWS,
+                                       _Budget, _choose, _first_flat_step, _Geometry)
 from devinterp.slt.geometry import noise_inflation
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
@@ -41,6 +41,20 @@ def test_rule_on_a_quadratic_with_known_curvature():
     assert (result.table.kind == "half step").sum() == 1
     assert result.problems == [] and len(result.table) >= 1
     assert abs(result.localization_change) < 0.2  # a quadratic's λ̂ barely feels γ: no localization problem
+    # its probes mix slowly (ESS ~10 of 800 draws): the check at γ is a probe of its own, with more draws
+    check = result.table[result.table.kind == "localization γ"]
+    assert len(check) == 1 and check.num_draws.iloc[0] > PROBE_DRAWS
+
+
+def test_the_last_probe_is_the_localization_check_at_gamma_where_its_draws_suffice(monkeypatch):
+    """The check at γ needs the recommended settings and draws for its standard error. Where a probe's draws
+    suffice (as on the presets' checkpoints, ESS 290-505), the last probe is the check and is not run again.
+    (A quadratic's probes mix slowly, so without the patch the check runs with more draws: the test above.)"""
+    monkeypatch.setattr(calibration, "_size_draws", lambda *args: PROBE_DRAWS)  # as if the probe's ESS sufficed
+    reused = calibrate(Potential(torch.zeros(4)), quadratic_loss, TensorDataset(torch.zeros(5000, 1)), max_steps=400)
+    table = reused.table
+    assert table.kind.tolist() == ["probe", "half step", "localization 3γ"]
+    assert reused.localization_change == pytest.approx(table.llc.iloc[-1] / table.llc.iloc[0] - 1)
 
 
 def test_batch_is_chosen_for_the_gradient_noise():
