@@ -28,6 +28,7 @@ and a rerun skips what the file holds (a killed bench resumes).
     .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 [--seeds 0,1,2] [--csv out.csv]
     .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 --csv out.csv --calibrate-at live
     .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 --csv out.csv --set preconditioner=none
+    .venv/bin/python scripts/bench_llc_reference.py RUN_DIR 80,290,2000 --before-set step_size=1e-3 --before-set num_draws=100 --before-set batch_size=16
 
 The reference and `before` rows are made by the plain call (the others reuse them from the CSV).
 """
@@ -57,7 +58,7 @@ from devinterp.slt.llc import measure_anchor
 from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, run_chains
 from devinterp.store import checkpoints
-from devinterp.store.run_dir import read_run_config
+from devinterp.store.run_dir import RUN_CONFIG_FILE, read_run_config
 
 BEFORE = "b327f2d"
 MAX_REFERENCE_RHAT = 1.01
@@ -66,7 +67,7 @@ REFERENCE_TREND = 0.01
 HOT_FLAT_STEP = 0.04
 ERROR_BOUND = 0.05  # a healthy estimate must be within this of the reference
 
-# Runs in the checkout of --before (argv: run_dir, steps, seeds, settings json); prints one JSON line
+# Runs in the checkout of --before (argv: run_dir, steps, seeds, settings json, threads); prints one JSON line
 # per estimate. Written against that revision's API.
 BEFORE_SCRIPT = r'''
 import json, sys, time, warnings
@@ -77,9 +78,15 @@ from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
 from devinterp.callbacks.llc import LLCCallback, left_initial_plateau, next_token_loss
 from devinterp.slt import estimate_llc
+from dataclasses import fields
+from devinterp.callbacks.llc import LLCSettings
+from devinterp.slt.sampler import SAMPLERS
 warnings.simplefilter("ignore")
-torch.set_num_threads(1)
 run_dir, steps, seeds, settings = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))
+settings = {k: v for k, v in settings.items() if k in {f.name for f in fields(LLCSettings)}}  # this revision's keys
+if settings.get("sampler") not in SAMPLERS:
+    settings.pop("sampler", None)
 data = load_run_data(run_dir)
 callback = LLCCallback(**settings)
 last = max(info.step for info in checkpoints.list_checkpoints(run_dir))
@@ -147,14 +154,31 @@ def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: di
                        noisy_llc=r.diagnostics.get("noisy_llc", math.nan), rhat=r.diagnostics["rhat"])
 
 
-def measure_before(run_dir: Path, steps: list[int], seeds: list[int], settings: dict, revision: str):
-    """Yield the rows of `BEFORE_SCRIPT` run on a checkout of `revision`."""
+def older_view(run_dir: Path, view: Path) -> Path:
+    """`view`, a directory of links to `run_dir`'s files whose config.yaml leaves out the model's and task's
+    `_target_` and the callbacks (newer runs name their builders there and have newer LLC keys; the older
+    revision's schemas reject both; its LLC settings come from `BEFORE_SCRIPT`'s argument)."""
+    view.mkdir()
+    for entry in run_dir.iterdir():
+        if entry.name != RUN_CONFIG_FILE:
+            (view / entry.name).symlink_to(entry)
+    config = read_run_config(run_dir)
+    for group in ("model", "task"):
+        (config.get(group) or {}).pop("_target_", None)
+    config.pop("callbacks", None)
+    (view / RUN_CONFIG_FILE).write_text(yaml.safe_dump(config))
+    return view
+
+
+def measure_before(run_dir: Path, steps: list[int], seeds: list[int], settings: dict, revision: str, threads: int):
+    """Yield the rows of `BEFORE_SCRIPT` run on a checkout of `revision`, with `threads` torch threads."""
     repo = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tree:
         subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", revision, "-o", f"{tree}/src.tar"], check=True)
         subprocess.run(["tar", "-xf", f"{tree}/src.tar", "-C", tree], check=True)
-        command = [sys.executable, "-c", BEFORE_SCRIPT, str(run_dir), json.dumps(steps), json.dumps(seeds),
-                   json.dumps(settings)]
+        view = older_view(run_dir, Path(tree) / "run")
+        command = [sys.executable, "-c", BEFORE_SCRIPT, str(view), json.dumps(steps), json.dumps(seeds),
+                   json.dumps(settings), str(threads)]
         process = subprocess.Popen(command, cwd=tree, env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"},
                                    stdout=subprocess.PIPE, text=True)
         for line in process.stdout:
@@ -210,6 +234,9 @@ def main() -> None:
     parser.add_argument("steps", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--before", default=BEFORE, help="revision of the 'before' estimator ('' to skip)")
+    parser.add_argument("--before-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an LLC setting of the 'before' estimator where it differed from the preset's (the "
+                             "induction demo's fixed ones: step_size=1e-3 num_draws=100 batch_size=16)")
     parser.add_argument("--hot-steps", type=int, default=600)
     parser.add_argument("--block", type=int, default=500)
     parser.add_argument("--reference-batch", type=int, default=256)
@@ -225,8 +252,7 @@ def main() -> None:
     pd.set_option("display.width", 220)
     run_dir = args.run_dir.resolve()
     settings = preset_settings(run_dir)
-    overrides = dict(item.split("=", 1) for item in args.set)
-    settings.update({key: yaml.safe_load(value) for key, value in overrides.items()})
+    settings.update(parse_settings(args.set))
     done = pd.read_csv(args.csv) if args.csv and args.csv.exists() else pd.DataFrame(columns=["run", "method", "step"])
     rows = done.to_dict("records")
 
@@ -249,7 +275,8 @@ def main() -> None:
         for row in measure_ours(run_dir, missing(ours), args.seeds, settings, live=args.calibrate_at == "live"):
             keep(ours, row)
     if args.before and not args.set and missing("before"):
-        for row in measure_before(run_dir, missing("before"), args.seeds, settings, args.before):
+        before = {**settings, **parse_settings(args.before_set)}
+        for row in measure_before(run_dir, missing("before"), args.seeds, before, args.before, args.threads):
             keep("before", row)
     table = pd.DataFrame(rows)
     for step in missing("reference") if not args.set and args.calibrate_at == "last" else []:
@@ -257,6 +284,11 @@ def main() -> None:
         chosen = json.loads(ours.settings)
         keep("reference", reference(run_dir, step, settings, {**chosen, "step_size": ours.step_size_used}, args))
     summarize(pd.DataFrame(rows), str(run_dir))
+
+
+def parse_settings(items: list[str]) -> dict:
+    """KEY=VALUE items (YAML values) as a dict."""
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
 
 
 def summarize(table: pd.DataFrame, run: str) -> None:
