@@ -71,15 +71,14 @@ ERROR_BOUND = 0.05  # a healthy estimate must be within this of the reference
 # per estimate. Written against that revision's API.
 BEFORE_SCRIPT = r'''
 import json, sys, time, warnings
+from dataclasses import fields
 from pathlib import Path
 import torch
 from devinterp import checkpoints
 from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
-from devinterp.callbacks.llc import LLCCallback, left_initial_plateau, next_token_loss
+from devinterp.callbacks.llc import LLCCallback, LLCSettings, left_initial_plateau, next_token_loss
 from devinterp.slt import estimate_llc
-from dataclasses import fields
-from devinterp.callbacks.llc import LLCSettings
 from devinterp.slt.sampler import SAMPLERS
 warnings.simplefilter("ignore")
 run_dir, steps, seeds, settings = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
