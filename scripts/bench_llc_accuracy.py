@@ -44,7 +44,7 @@ def run_case(case, dtype: torch.dtype) -> dict:
         llc=estimate.mean, stderr=estimate.stderr, error=estimate.mean / case.true_llc - 1,
         healthy=estimate.healthy, localization_change=result.localization_change,
         step_size=rec["step_size"], localization=rec["localization"],
-        batch_size=rec["batch_size"], burnin=rec["num_burnin"], draws=rec["num_draws"],
+        batch_size=rec["batch_size"], burnin=estimate.diagnostics["num_burnin"], draws=rec["num_draws"],
         seconds=time.perf_counter() - started, warnings=len(caught),
         problems="; ".join(result.problems + estimate.problems),
     )

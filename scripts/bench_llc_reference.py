@@ -150,7 +150,8 @@ def measure_ours(run_dir: Path, steps: list[int], seeds: list[int], settings: di
                        precise=r.precise, problems="; ".join(r.problems), seconds=time.perf_counter() - start,
                        settings=json.dumps({k: v for k, v in chosen.items() if k != "params"}),
                        step_size_used=r.diagnostics["step_size"], batch_used=r.diagnostics["batch_size"],
-                       noisy_llc=r.diagnostics.get("noisy_llc", math.nan), rhat=r.diagnostics["rhat"])
+                       burnin_used=r.diagnostics["num_burnin"], noisy_llc=r.diagnostics.get("noisy_llc", math.nan),
+                       rhat=r.diagnostics["rhat"])
 
 
 def older_view(run_dir: Path, view: Path) -> Path:
@@ -261,7 +262,7 @@ def main() -> None:
         if args.csv:
             pd.DataFrame(rows).to_csv(args.csv, index=False)
         print(f"  {method:9s} step {row['step']:5d} seed {row['seed']:2d}: λ̂ {row['llc']:9.3f} ± {row['stderr']:.3f} "
-              f"ESS {row['ess']:6.0f}  batch {row.get('batch_used', '-')}  {row['seconds']:6.1f} s  {'healthy' if row['healthy'] else 'BIASED: ' + row['problems']}",
+              f"ESS {row['ess']:6.0f}  batch {row.get('batch_used', '-')}  burn-in {row.get('burnin_used', '-')}  {row['seconds']:6.1f} s  {'healthy' if row['healthy'] else 'BIASED: ' + row['problems']}",
               flush=True)
 
     def missing(method: str) -> list[int]:

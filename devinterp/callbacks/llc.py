@@ -141,6 +141,8 @@ class LLCCallback(Callback):
         for key in ("batch_size", "num_draws", "num_burnin"):
             if getattr(c, key) != AUTO:
                 chosen[key] = getattr(c, key)
+        if c.num_burnin != AUTO:  # a burn-in given as a number is run as given
+            chosen.pop("min_burnin", None)
         if c.batch_size == AUTO:  # a checkpoint noisier than the calibrated one gets a larger batch
             chosen["max_batch_size"] = c.max_batch_size
         return {**common, **chosen, "step_check": True}
@@ -168,8 +170,8 @@ class LLCCallback(Callback):
                            curvature_samples=min(c.num_samples, 4 * (fixed_batch or c.max_batch_size)),
                            sampler=c.sampler, preconditioner=c.preconditioner, seed=ctx.seed, device=ctx.device)
         rec = result.recommended
-        settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "nbeta",
-                                              "stability_retries")}
+        settings = {key: rec[key] for key in ("step_size", "batch_size", "num_draws", "num_burnin", "min_burnin",
+                                              "nbeta", "stability_retries")}
         return {"reference_step": ctx.step, "settings": settings, "localization": rec["localization"],
                 "localization_change": result.localization_change,
                 "step_halving_change": result.step_halving_change, "reason": result.reason,

@@ -78,7 +78,8 @@ BUDGET_RELAXATIONS = 16.0  # the first flat step tried is the smallest of FLAT_S
 SMALLEST_FIRST_FLAT_STEP = 0.005  # ... but not below this
 STEP_CURVATURE_PRODUCT = 2.0  # ε·κ_P at w*
 NOISE_TARGET = 0.02  # the most minibatch noise may add to λ̂, relative
-BURNIN_RELAXATIONS = 8.0  # burn-in >= this / (εγ) steps
+BURNIN_RELAXATIONS = 8.0  # burn-in >= this / (εγ) steps ...
+MIN_BURNIN_RELAXATIONS = 2.0  # ... where the trace has not settled sooner (the settled burn-in starts at this / (εγ))
 SLOW_MODE_RELAXATIONS = 32.0  # ... and as long as the draws, up to this / (εγ) steps
 BIAS_TOLERANCE = 0.02  # relative change of λ̂ between ε and ε/2 that halves the flat step
 PROBE_CHAINS = 4
@@ -236,7 +237,8 @@ class _Prober:
                  initial_weights: torch.Tensor | None = None) -> tuple[LLCResult, torch.Tensor | None]:
         self.count += 1
         return sample_llc(self.problem, self.data, self.anchor, num_chains=PROBE_CHAINS, num_draws=num_draws,
-                          num_burnin=choice.num_burnin, step_size=choice.step_size, nbeta=self.budget.nbeta,
+                          num_burnin=choice.num_burnin, min_burnin=_min_burnin(choice.step_size * gamma),
+                          step_size=choice.step_size, nbeta=self.budget.nbeta,
                           localization=gamma, batch_size=choice.batch_size, sampler=self.sampler,
                           seed=self.seed + self.count, preconditioner=self.scale, initial_weights=initial_weights,
                           progress=self.progress)
@@ -248,6 +250,11 @@ def _first_flat_step(max_steps: int) -> int:
     wanted = max(BUDGET_RELAXATIONS / max_steps, SMALLEST_FIRST_FLAT_STEP)
     fitting = [i for i, s in enumerate(FLAT_STEPS) if s >= wanted]
     return fitting[-1] if fitting else 0
+
+
+def _min_burnin(flat_step: float) -> int:
+    """Where the settled burn-in starts: MIN_BURNIN_RELAXATIONS relaxations of the flat step s = εγ."""
+    return math.ceil(MIN_BURNIN_RELAXATIONS / flat_step)
 
 
 def _budget(data, nbeta, localization, num_chains, min_batch_size, max_batch_size, max_steps) -> tuple[_Budget, int]:
@@ -286,6 +293,7 @@ def _result(rows, checks, probe, half, choice, budget: _Budget, num_chains, targ
     num_burnin, num_draws = _split_steps(at_gamma, num_chains, target_stderr, choice, budget)
     recommended = dict(step_size=choice.step_size, nbeta=budget.nbeta, localization=budget.gamma,
                        batch_size=choice.batch_size, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
+                       min_burnin=min(_min_burnin(choice.step_size * budget.gamma), num_burnin),
                        sampler=sampler, preconditioner=preconditioner, stability_retries=STABILITY_RETRIES)
     if params is not None:
         recommended["params"] = params
@@ -293,7 +301,7 @@ def _result(rows, checks, probe, half, choice, budget: _Budget, num_chains, targ
     reason = (f"ε = min(s/γ, {STEP_CURVATURE_PRODUCT:g}/κ_P) with flat step s = εγ = {flat_step:.3g} and "
               f"κ_P = {geometry.curvature:.4g} (preconditioner {preconditioner}), batch {choice.batch_size} for "
               f"minibatch noise adding ≤ {NOISE_TARGET:.0%} to λ̂, burn-in {num_burnin} steps "
-              f"(≥ {BURNIN_RELAXATIONS:g}/s)")
+              f"(≥ {BURNIN_RELAXATIONS:g}/s; from {recommended['min_burnin']} where the trace settles sooner)")
     problems = list(choice.problems)
     change = at_check.mean / at_gamma.mean - 1 if at_gamma.mean > 0 and math.isfinite(at_check.mean) else math.nan
     halving = half.mean / probe.mean - 1 if half is not None and probe.mean > 0 else math.nan
@@ -341,7 +349,9 @@ def _choose(geometry: _Geometry, budget: _Budget, flat_step: float, max_step: fl
     batch = _batch_for(geometry, step_size, b)
     if batch is None:  # lower ε until the largest batch keeps the noise at its target
         batch = b.max_batch
-        step_size = step_size * NOISE_TARGET * geometry.llc / noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n)
+        # |λ̂|: a probe of an untrained model can read below L_n(w*), and ε must stay positive
+        inflation = noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n)
+        step_size = step_size * NOISE_TARGET * abs(geometry.llc) / inflation
     longest_burnin = b.max_steps - MIN_DRAWS
     if BURNIN_RELAXATIONS / (step_size * b.gamma) > longest_burnin:
         raised = BURNIN_RELAXATIONS / (b.gamma * longest_burnin)
@@ -352,7 +362,7 @@ def _choose(geometry: _Geometry, budget: _Budget, flat_step: float, max_step: fl
         batch = _batch_for(geometry, step_size, b)  # the larger step carries more minibatch noise
         if batch is None:
             batch = b.max_batch
-            inflation = noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n) / geometry.llc
+            inflation = noise_inflation(geometry.noise, step_size, b.nbeta, batch, b.n) / abs(geometry.llc)
             problems.append(f"minibatch noise can inflate λ̂ by up to {inflation:.0%} at the largest batch {batch} "
                             f"(target {NOISE_TARGET:.0%}); raise max_batch_size or max_steps")
     num_burnin = min(math.ceil(BURNIN_RELAXATIONS / (step_size * b.gamma)), longest_burnin)

@@ -61,3 +61,22 @@ def trend(traces: np.ndarray) -> tuple[float, float]:
     if len(variances) < 2 or sum(variances) <= 0:
         return difference, float("nan")
     return difference, difference / math.sqrt(sum(variances))
+
+
+def still_rising(traces: np.ndarray, tolerance: float, z: float = 2.0) -> bool:
+    """Whether `traces` (chains, steps from the chains' start) still rise: the mean of their second half exceeds
+    the mean of the quarter before it by more than `tolerance` × its magnitude and by more than `z` standard
+    errors of the difference (each window's from its ESS; where a window is too short for one, the tolerance
+    alone decides). Chains with a non-finite value (diverged) are left out. The windows grow with the trace,
+    so a rise too slow to show in a short window shows once the trace is as long as its relaxation time (the
+    settled burn-in of `devinterp.slt.llc.settled_run`)."""
+    traces = np.asarray(traces, dtype=np.float64)
+    traces = traces[np.isfinite(traces).all(axis=1)]
+    steps = traces.shape[1]
+    if not len(traces) or steps < 4:
+        return False
+    early, late = traces[:, steps // 4: steps // 2], traces[:, steps // 2:]
+    rise = float(late.mean() - early.mean())
+    variances = [w.var(ddof=1) / e for w, e in ((early, ess(early)), (late, ess(late))) if math.isfinite(e) and e > 0]
+    significant = len(variances) < 2 or rise > z * math.sqrt(sum(variances))
+    return rise > tolerance * abs(float(late.mean())) and significant

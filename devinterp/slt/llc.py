@@ -92,6 +92,10 @@ FULL_LOSS_BATCH = 512  # L_n(w*) batch when loss_fn is not a mean over samples
 # check's threshold is more than twice calibration's target, so a rougher estimate than calibration's
 # (NOISE_SAMPLES) serves, at a quarter of the per-sample gradients.
 HEALTH_NOISE_SAMPLES = 64
+# The settled burn-in (`settled_run`): it doubles while the trace's second half reads above the quarter before it
+# by more than this, relative.
+SETTLED_TOLERANCE = 0.02
+SEGMENT_SEED_STRIDE = 7919  # the seeds of a settled run's segments: seed, seed + this, ...
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ def estimate_llc(
     num_chains: int = 4,
     num_draws: int = 200,
     num_burnin: int = 0,
+    min_burnin: int | None = None,
     step_size: float = 1e-3,
     nbeta: float | None = None,
     localization: float = 100.0,
@@ -283,6 +288,9 @@ def estimate_llc(
     data: a `Dataset`; n = len(data). Each chain draws its own shuffled minibatches of `batch_size`
         (the whole dataset, shared by all chains, when `batch_size >= n`).
     num_chains, num_draws, num_burnin: chains run num_burnin + num_draws steps; burn-in draws are discarded.
+    min_burnin: the settled burn-in (`settled_run`): where given, the burn-in starts at min_burnin steps and
+        doubles while the chains' loss trace still rises, up to num_burnin (`diagnostics["num_burnin"]` is
+        the burn-in run). `calibrate` recommends it. None (the default): num_burnin steps.
     step_size: SGLD step ε, the step of every coordinate the preconditioner leaves at 1 (for
         `rmsprop_sgld`, ε multiplies its preconditioner 1/(√v + 1) ≤ 1, so it needs larger ε).
     nbeta: inverse temperature times n; default n / log n with n = len(data).
@@ -327,6 +335,8 @@ def estimate_llc(
     used (step_size is the one of the final run). A RuntimeWarning lists the failed health checks.
     """
     validate_settings(num_chains, num_draws, num_burnin, step_size, localization, batch_size)
+    if min_burnin is not None and not 0 < min_burnin:
+        raise ValueError(f"min_burnin must be a positive number of steps or None, got {min_burnin}")
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner={preconditioner!r} is not one of {PRECONDITIONERS}")
     nbeta = default_nbeta(len(data)) if nbeta is None else float(nbeta)
@@ -341,10 +351,11 @@ def estimate_llc(
                             preconditioner=scale)
 
     def sample(batch: int, step: float = step_size, burnin: int = num_burnin, initial_weights: torch.Tensor | None = None,
-               draws: int = num_draws) -> tuple[LLCResult, torch.Tensor | None]:
+               draws: int = num_draws, settle_from: int | None = min_burnin) -> tuple[LLCResult, torch.Tensor | None]:
         for halvings in range(stability_retries + 1):
             result, final = sample_llc(problem, data, anchor, num_chains=num_chains, num_draws=draws,
                                        num_burnin=burnin * 2**halvings, step_size=step / 2**halvings, nbeta=nbeta,
+                                       min_burnin=None if settle_from is None else settle_from * 2**halvings,
                                        localization=localization, batch_size=batch, sampler=sampler, seed=seed,
                                        noise_samples=HEALTH_NOISE_SAMPLES, preconditioner=scale,
                                        initial_weights=initial_weights, progress=progress)
@@ -423,7 +434,7 @@ def finer_estimate(result: LLCResult, final: torch.Tensor, sample, end_curvature
         return dataclasses.replace(result, diagnostics=d)
     fine_step = END_STEP_CURVATURE / end_curvature
     draws = math.ceil(d["num_draws"] * step / fine_step)
-    fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, draws)
+    fine, _ = sample(d["batch_size"], fine_step, d["num_draws"] // 4, final, draws, settle_from=None)
     f = fine.diagnostics
     carried = {key: d[key] for key in ("noisy_llc", "noisy_batch_size", "predicted_noise_inflation") if key in d}
     if "measured_noise_inflation" in d:
@@ -442,17 +453,22 @@ def judged_again(result: LLCResult) -> LLCResult:
 def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, num_chains: int, num_draws: int,
                num_burnin: int, step_size: float, nbeta: float, localization: float, batch_size: int,
                sampler: str, seed: int, noise_samples: int = NOISE_SAMPLES, preconditioner: torch.Tensor | None = None,
-               initial_weights: torch.Tensor | None = None,
+               initial_weights: torch.Tensor | None = None, min_burnin: int | None = None,
                progress: bool = False) -> tuple[LLCResult, torch.Tensor | None]:
     """The sampling part of `estimate_llc`, for a prepared problem, its anchor and its preconditioner P (a
     flat tensor, or None), shared by `calibrate`'s probes; settings already validated. No warning: the
     problems are in the result. Also returns the chains' final flat states, the diverged ones replaced
     by the first that did not diverge (None if all did). noise_samples: per-sample gradients for the
-    noise scale at that chain's final weights (minibatches only)."""
-    run = run_chains(problem, data, num_chains=num_chains, num_steps=num_burnin + num_draws, step_size=step_size,
-                     nbeta=nbeta, localization=localization, init_loss=anchor.init_loss, batch_size=batch_size,
-                     sampler=sampler, seed=seed, sample_losses=anchor.sample_losses, preconditioner=preconditioner,
-                     initial_weights=initial_weights, progress=progress)
+    noise scale at that chain's final weights (minibatches only). min_burnin: the settled burn-in
+    (`settled_run`); None: a fixed burn-in of num_burnin steps."""
+    def chains(num_steps: int, weights: torch.Tensor | None, segment: int):
+        return run_chains(problem, data, num_chains=num_chains, num_steps=num_steps, step_size=step_size, nbeta=nbeta,
+                          localization=localization, init_loss=anchor.init_loss, batch_size=batch_size,
+                          sampler=sampler, seed=seed + SEGMENT_SEED_STRIDE * segment,
+                          sample_losses=anchor.sample_losses, preconditioner=preconditioner, initial_weights=weights,
+                          progress=progress)
+
+    run, num_burnin = settled_run(chains, anchor.init_loss, num_burnin, num_draws, min_burnin, initial_weights)
     mean, std, per_chain, diagnostics = summarize_chains(
         run.loss_trace[:, num_burnin:].numpy(), run.distance_trace[:, num_burnin:].numpy(), run.diverged_at.numpy(),
         anchor.init_loss, nbeta)
@@ -474,6 +490,26 @@ def sample_llc(problem: FunctionalProblem, data: Dataset, anchor: "Anchor", *, n
                        init_loss=anchor.init_loss, nbeta=nbeta, diagnostics=diagnostics, problems=problems,
                        imprecision=imprecision)
     return result, final
+
+
+def settled_run(chains, init_loss: float, num_burnin: int, num_draws: int, min_burnin: int | None,
+                initial_weights: torch.Tensor | None):
+    """(run, burn-in): the chains of `chains(num_steps, initial_weights, segment)` (a `ChainRun`) through a
+    burn-in and then `num_draws` steps. A fixed burn-in of `num_burnin` steps where `min_burnin` is None (or
+    not below it). The settled burn-in: first `min_burnin` steps; then, while the trace L − L_n(w*) since
+    the start still rises over its second half by more than SETTLED_TOLERANCE of its level
+    (`diagnostics.still_rising`), as many steps again, up to `num_burnin` steps; no further once a chain has
+    diverged. A burn-in that does not double costs at most min_burnin/num_burnin of the fixed one's."""
+    if min_burnin is None or min_burnin >= num_burnin:
+        return chains(num_burnin + num_draws, initial_weights, 0), num_burnin
+    run = chains(min_burnin, initial_weights, 0)
+    segment = 1
+    while (run.loss_trace.shape[1] < num_burnin and not bool((run.diverged_at >= 0).any())
+           and diag.still_rising(run.loss_trace.numpy() - init_loss, SETTLED_TOLERANCE)):
+        steps = run.loss_trace.shape[1]
+        run, segment = run.then(chains(min(steps, num_burnin - steps), run.final_weights, segment)), segment + 1
+    burnin = run.loss_trace.shape[1]
+    return run.then(chains(num_draws, run.final_weights, segment)), burnin
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,18 @@ class ChainRun:
     vectorized: bool
     fallback_reason: str | None
 
+    def then(self, later: "ChainRun") -> "ChainRun":
+        """This run followed by `later`, the same chains continued from `final_weights`: one run of both
+        lengths. A chain that diverged in this run stays diverged, at its step here."""
+        steps = self.loss_trace.shape[1]
+        diverged_at = torch.where(self.diverged_at >= 0, self.diverged_at,
+                                  torch.where(later.diverged_at >= 0, later.diverged_at + steps, -1))
+        return ChainRun(loss_trace=torch.cat([self.loss_trace, later.loss_trace], dim=1),
+                        distance_trace=torch.cat([self.distance_trace, later.distance_trace], dim=1),
+                        diverged_at=diverged_at, final_weights=later.final_weights,
+                        vectorized=self.vectorized and later.vectorized,
+                        fallback_reason=self.fallback_reason or later.fallback_reason)
+
 
 def _per_chain(values, num_chains: int, device, dtype) -> torch.Tensor:
     """(chains,): a scalar broadcast to every chain, or one value per chain."""

@@ -6,15 +6,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from devinterp.slt import CalibrationResult, calibrate, calibration, default_nbeta
-from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_LOCALIZATION, NOISE_TARGET, PROBE_DRAWS,
-                                       _Budget, _choose, _first_flat_step, _Geometry)
+from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_BURNIN_RELAXATIONS, MIN_LOCALIZATION,
+                                       NOISE_TARGET, PROBE_DRAWS, _Budget, _choose, _first_flat_step, _Geometry)
 from devinterp.slt.geometry import noise_inflation
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
 from tests.slt.problems import Potential, half_squared_error
 
-KEYS = {"step_size", "nbeta", "localization", "batch_size", "num_chains", "num_draws", "num_burnin", "sampler",
-        "preconditioner", "stability_retries"}
+KEYS = {"step_size", "nbeta", "localization", "batch_size", "num_chains", "num_draws", "num_burnin", "min_burnin",
+        "sampler", "preconditioner", "stability_retries"}
 
 
 def quadratic_loss(model, batch):
@@ -35,6 +35,8 @@ def test_rule_on_a_quadratic_with_known_curvature():
     assert result.table.curvature.iloc[0] == pytest.approx(rec["localization"], rel=0.02)
     assert rec["step_size"] * rec["localization"] == pytest.approx(FLAT_STEPS[_first_flat_step(20_000)])
     assert rec["num_burnin"] >= math.ceil(BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
+    # the settled burn-in starts at 2 relaxations of the flat step (400 steps at s = 0.005)
+    assert rec["min_burnin"] == math.ceil(MIN_BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
     assert rec["batch_size"] == 256  # no data noise: the smallest allowed batch
     # (the check's probes are 200 draws, one relaxation at s = 0.005: it cannot see a few percent here, and
     # only halves s for a fall beyond twice its standard error)
@@ -90,6 +92,15 @@ def test_a_step_raised_for_the_budget_gets_a_batch_for_its_noise():
     assert raised.step_size == rule.step_size and 16 < raised.batch_size < 1024
     assert noise_inflation(20_000.0, raised.step_size, 160.0, raised.batch_size, 1123) <= NOISE_TARGET * 600.0
     assert not any("minibatch noise" in p for p in raised.problems)
+
+
+def test_a_probe_below_the_anchor_lowers_the_step_by_its_magnitude():
+    # a probe of an untrained model can read λ̂ < 0; where the batch cannot hold the noise, ε is lowered by
+    # |λ̂| (it once took λ̂'s sign, and a negative ε made a negative burn-in)
+    budget = _Budget(160.0, 1000.0, 1123, min_batch=16, max_batch=16, max_steps=400)
+    above = _choose(_Geometry(curvature=1e3, noise=20_000.0, llc=5.0), budget, FLAT_STEPS[0], math.inf)
+    below = _choose(_Geometry(curvature=1e3, noise=20_000.0, llc=-5.0), budget, FLAT_STEPS[0], math.inf)
+    assert below == above and below.step_size > 0 and below.num_burnin > 0
 
 
 def test_calibrate_passes_params_through_and_validates():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from devinterp.slt.diagnostics import ess, rhat, trend
+from devinterp.slt.diagnostics import ess, rhat, still_rising, trend
 from devinterp.slt.llc import MAX_RHAT
 
 
@@ -70,3 +70,19 @@ def test_degenerate_inputs_give_nan_not_errors():
     assert np.isnan(ess(np.ones((2, 3))))
     assert np.isnan(rhat(np.ones((2, 10))))
     assert np.isnan(trend(np.ones((2, 5)))[1])
+
+
+def test_still_rising_sees_a_rise_until_the_trace_is_many_relaxation_times_long():
+    # A trace relaxing as 10 (1 − e^{−t/τ}) with noise. Its second half reads above the quarter before it by
+    # 41 % at length τ, 19 % at 4τ, 5 % at 8τ and 0.4 % at 16τ: still rising (by more than 2 %) up to 8τ, settled
+    # at 16τ. A diverged chain (NaN) is left out; a flat trace is settled, however noisy, and one too short
+    # to judge counts as settled.
+    rng = np.random.default_rng(0)
+    tau, steps = 50, 800
+    traces = 10 * (1 - np.exp(-np.arange(steps) / tau)) + 0.5 * rng.standard_normal((4, steps))
+    assert all(still_rising(traces[:, :length], 0.02) for length in (50, 200, 400))
+    assert not still_rising(traces, 0.02)
+    traces[1, 30:] = np.nan
+    assert still_rising(traces[:, :200], 0.02) and not still_rising(traces, 0.02)
+    assert not any(still_rising(10 + 3 * rng.standard_normal((4, 50)), 0.02) for _ in range(20))
+    assert not still_rising(np.full((4, 2), 1.0), 0.02)

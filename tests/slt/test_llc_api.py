@@ -532,3 +532,39 @@ def test_no_noise_check_for_a_negative_estimate():
                            localization=20.0, batch_size=8, max_batch_size=256)
     assert res.mean < 0 and res.diagnostics["noise_inflation"] > MAX_NOISE_INFLATION
     assert res.diagnostics["batch_size"] == 8 and "noisy_llc" not in res.diagnostics
+
+
+def test_the_settled_burn_in_doubles_while_the_trace_rises_and_stops_where_it_has_settled():
+    # K = ½ Σ w_i² in 400 dimensions, sampled exactly (lm_sgld on a Gaussian): a chain started at w* contracts by
+    # 1 − εκ/2 per step. At εκ = 0.01 its variance, and with it λ̂'s trace, takes several hundred steps to
+    # settle: burned in for 10 steps, 400 draws read ~24 % low; the settled burn-in doubles from 10 and reads
+    # right. At εκ = 0.5 the trace settles within a few steps, and a settled burn-in from 50 stays at 50.
+    n, d, gamma = 1000, 400, 5.0
+    nbeta = default_nbeta(n)
+    kappa = nbeta + gamma
+    exact = d / 2 * nbeta / kappa  # λ = d/2, shrunk by the localization's share
+    kwargs = dict(num_chains=4, num_draws=400, localization=gamma, batch_size=n, seed=1)
+
+    def estimate(step_curvature, **burnin):
+        return estimate_llc(Potential(torch.zeros(d)), quadratic_loss, potential_data(n),
+                            step_size=step_curvature / kappa, **kwargs, **burnin)
+
+    short = estimate(0.01, num_burnin=10)
+    settled = estimate(0.01, num_burnin=400, min_burnin=10)
+    assert short.mean < 0.85 * exact
+    assert settled.diagnostics["num_burnin"] >= 160 and settled.mean == pytest.approx(exact, rel=0.08)
+    fast = estimate(0.5, num_burnin=250, min_burnin=50)
+    assert fast.diagnostics["num_burnin"] == 50 and fast.mean == pytest.approx(exact, rel=0.05)
+
+
+def test_a_run_continued_is_one_run_and_keeps_where_a_chain_diverged():
+    problem = FunctionalProblem(Potential(torch.zeros(4)), quadratic_loss, None, None)
+    data = potential_data(100)
+    kwargs = dict(num_chains=2, step_size=1e-2, nbeta=10.0, localization=1.0, init_loss=0.0, batch_size=100,
+                  sampler="lm_sgld")
+    first = run_chains(problem, data, num_steps=30, seed=0, **kwargs)
+    later = run_chains(problem, data, num_steps=20, seed=1, initial_weights=first.final_weights, **kwargs)
+    first.diverged_at, later.diverged_at = torch.tensor([5, -1]), torch.tensor([3, 7])
+    both = first.then(later)
+    assert both.loss_trace.shape == (2, 50) and torch.equal(both.loss_trace[:, 30:], later.loss_trace)
+    assert both.diverged_at.tolist() == [5, 37] and torch.equal(both.final_weights, later.final_weights)
