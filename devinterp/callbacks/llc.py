@@ -111,7 +111,9 @@ class LLCCallback(Callback):
     `llc/healthy` (1: no bias check failed) and `llc/precise` (1: ESS high enough; see
     `devinterp.slt.llc`) and what they rest on: `llc/rhat`, `llc/ess`, `llc/trend`, `llc/trend_z`,
     `llc/num_diverged`, `llc/noise_inflation`, `llc/fraction_below_init`, `llc/mean_distance`; the step used,
-    `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries), and the batch,
+    `llc/step_size` and `llc/step_halvings` (`estimate_llc`'s stability retries), the burn-in run,
+    `llc/num_burnin` (with `num_burnin: auto`, from the calibration's `min_burnin` up to its `num_burnin`, where
+    the trace settles: `estimate_llc`'s settled burn-in), and the batch,
     `llc/batch_size` (with `batch_size: auto`, a checkpoint noisier than the calibrated one is measured again
     at a larger batch, up to `max_batch_size`: `estimate_llc`'s noise check); with `step_size: auto`,
     `llc/end_step_curvature`, ε·κ_P where a chain ended (above 2 the draws are taken again at a smaller step:
@@ -193,7 +195,7 @@ class LLCCallback(Callback):
                    "llc/init_loss": result.init_loss, "llc/healthy": float(result.healthy),
                    "llc/precise": float(result.precise)}
         for key in ("rhat", "ess", "trend", "trend_z", "num_diverged", "noise_inflation", "fraction_below_init",
-                    "mean_distance", "step_size", "step_halvings", "batch_size"):
+                    "mean_distance", "step_size", "step_halvings", "batch_size", "num_burnin"):
             scalars[f"llc/{key}"] = float(d[key])
         if "end_step_curvature" in d:
             scalars["llc/end_step_curvature"] = float(d["end_step_curvature"])
