@@ -39,7 +39,8 @@ def test_posterior_draws_have_the_posterior_mean_and_std():
     np.testing.assert_allclose(draws.mean(axis=0), mean, atol=4 * sd.max() / np.sqrt(4000))
     np.testing.assert_allclose(draws.std(axis=0), sd, rtol=0.1)
     same = fit.sample(x, 5, np.random.default_rng(4))
-    np.testing.assert_allclose(same, draws[:5], rtol=1e-12, atol=1e-12)  # seeded: the same draws (to rounding: BLAS blocks 5 rows and 4000 differently)
+    # seeded: the same draws, to rounding (BLAS blocks 5 rows and 4000 differently)
+    np.testing.assert_allclose(same, draws[:5], rtol=1e-12, atol=1e-12)
 
 
 def test_estimated_noise_is_close_to_the_truth():
