@@ -42,6 +42,10 @@ preconditioner by default and applies this rule:
    several hundred steps at s = 0.04 (grokking checkpoint 207: ~400), much slower than the
    localization alone. Draws: enough for ESS ≥ 100 and a standard error ≤ `target_stderr` × λ̂,
    judged from the longest probe. Within `max_steps` both are cut (the burn-in to half of it first).
+   That burn-in is a cap: the estimate's burn-in is settled (`min_burnin`, `devinterp.slt.llc.settled_run`),
+   from MIN_BURNIN_RELAXATIONS/s = 50 steps, doubling while the trace still rises. Most checkpoints settle
+   well before the cap (induction's after its plateau, grokking's after memorisation: 50 of 200); the
+   slow ones run to it (grokking 207 and 1200). The probes keep the full burn-in (`_Prober`).
 7. Localization check: probes at γ (the last probe, where its draws suffice) and 3γ. Where λ̂ changes
    by more than 30 % (and by more than twice the standard error), the localization rather than the
    loss confines the chains: `problems` says so. The check is coarse, there for gross cases (a quartic

@@ -12,7 +12,6 @@ one tuned for.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
