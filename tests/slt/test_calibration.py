@@ -7,7 +7,8 @@ from torch.utils.data import TensorDataset
 
 from devinterp.slt import CalibrationResult, calibrate, calibration, default_nbeta
 from devinterp.slt.calibration import (BURNIN_RELAXATIONS, FLAT_STEPS, MIN_BURNIN_RELAXATIONS, MIN_LOCALIZATION,
-                                       NOISE_TARGET, PROBE_DRAWS, _Budget, _choose, _first_flat_step, _Geometry)
+                                       NOISE_TARGET, PROBE_DRAWS, SLOW_MODE_RELAXATIONS, _Budget, _choose,
+                                       _first_flat_step, _Geometry)
 from devinterp.slt.geometry import noise_inflation
 
 from tests.slt.ground_truth import GroundTruthCase, build_case
@@ -35,8 +36,11 @@ def test_rule_on_a_quadratic_with_known_curvature():
     assert result.table.curvature.iloc[0] == pytest.approx(rec["localization"], rel=0.02)
     assert rec["step_size"] * rec["localization"] == pytest.approx(FLAT_STEPS[_first_flat_step(20_000)])
     assert rec["num_burnin"] >= math.ceil(BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
-    # the settled burn-in starts at 2 relaxations of the flat step (400 steps at s = 0.005)
-    assert rec["min_burnin"] == math.ceil(MIN_BURNIN_RELAXATIONS / (rec["step_size"] * rec["localization"]))
+    # the settled burn-in starts at 2 relaxations of the flat step (400 steps at s = 0.005), or as long as the
+    # draws up to 32 relaxations, and at most at the rule's burn-in
+    flat_step = rec["step_size"] * rec["localization"]
+    slow = min(rec["num_draws"], math.ceil(SLOW_MODE_RELAXATIONS / flat_step))
+    assert rec["min_burnin"] == min(max(math.ceil(MIN_BURNIN_RELAXATIONS / flat_step), slow), rec["num_burnin"])
     assert rec["batch_size"] == 256  # no data noise: the smallest allowed batch
     # (the check's probes are 200 draws, one relaxation at s = 0.005: it cannot see a few percent here, and
     # only halves s for a fall beyond twice its standard error)
