@@ -497,8 +497,8 @@ def settled_run(chains, init_loss: float, num_burnin: int, num_draws: int, min_b
     """(run, burn-in): the chains of `chains(num_steps, initial_weights, segment)` (a `ChainRun`) through a
     burn-in and then `num_draws` steps. A fixed burn-in of `num_burnin` steps where `min_burnin` is None (or
     not below it). The settled burn-in: first `min_burnin` steps; then, while the trace L − L_n(w*) since
-    the start still rises over its second half by more than SETTLED_TOLERANCE of its level
-    (`diagnostics.still_rising`), as many steps again, up to `num_burnin` steps; no further once a chain has
+    the start still rises over its second half by more than SETTLED_TOLERANCE of its level and two standard
+    errors (`diagnostics.still_rising`), as many steps again, up to `num_burnin` steps; no further once a chain has
     diverged. A burn-in that does not double costs at most min_burnin/num_burnin of the fixed one's."""
     if min_burnin is None or min_burnin >= num_burnin:
         return chains(num_burnin + num_draws, initial_weights, 0), num_burnin
