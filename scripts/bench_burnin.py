@@ -23,8 +23,7 @@ from devinterp.analysis.posthoc import load_run_data
 from devinterp.callbacks.base import CallbackContext
 from devinterp.callbacks.llc import LLCCallback, next_token_loss
 from devinterp.slt.calibration import MIN_BURNIN_RELAXATIONS
-from devinterp.slt.diagnostics import still_rising
-from devinterp.slt.llc import SETTLED_TOLERANCE, measure_anchor
+from devinterp.slt.llc import longer_burnin, measure_anchor
 from devinterp.slt.preconditioning import curvature_diagonal, diagonal_preconditioner
 from devinterp.slt.sampler import FunctionalProblem, run_chains
 from devinterp.store import checkpoints
@@ -57,9 +56,10 @@ def traces(run_dir: Path, steps: list[int], seeds: list[int], num_steps: int) ->
 
 
 def settled_burnin(trace: np.ndarray, first: int, cap: int) -> int:
+    """The burn-in `settled_run` would run on this trace: from `first`, lengthened by `longer_burnin`."""
     burnin = first
-    while burnin < cap and still_rising(trace[:, :burnin], SETTLED_TOLERANCE):
-        burnin = min(2 * burnin, cap)
+    while (longer := longer_burnin(trace[:, :burnin], cap)) is not None:
+        burnin = longer
     return burnin
 
 

@@ -259,12 +259,16 @@ def _first_flat_step(max_steps: int) -> int:
 
 
 def _min_burnin(flat_step: float, num_draws: int, num_burnin: int) -> int:
-    """Where the settled burn-in starts: MIN_BURNIN_RELAXATIONS relaxations of the flat step s = εγ, and as long as
-    the draws up to SLOW_MODE_RELAXATIONS (a mode slow on the draws' time scale may not rise measurably over a
-    shorter burn-in: on generated deep linear networks with 1 500–5 600 draws, 400 steps read 2–3 % lower than
-    a burn-in as long as the draws); at most the rule's burn-in `num_burnin`."""
-    slow = min(num_draws, math.ceil(SLOW_MODE_RELAXATIONS / flat_step))
-    return min(max(math.ceil(MIN_BURNIN_RELAXATIONS / flat_step), slow), num_burnin)
+    """Where the settled burn-in starts: MIN_BURNIN_RELAXATIONS relaxations of the flat step s = εγ, and the
+    slow-mode length (`_slow_mode_burnin`); at most the rule's burn-in `num_burnin`."""
+    return min(max(math.ceil(MIN_BURNIN_RELAXATIONS / flat_step), _slow_mode_burnin(flat_step, num_draws)), num_burnin)
+
+
+def _slow_mode_burnin(flat_step: float, num_draws: int) -> int:
+    """A burn-in as long as the draws, up to SLOW_MODE_RELAXATIONS relaxations of the flat step s = εγ: a mode
+    slow on the draws' time scale may not rise measurably over a shorter one (on generated deep linear networks
+    with 1 500–5 600 draws, a settled burn-in from 400 steps read 2–3 % lower than one as long as the draws)."""
+    return min(num_draws, math.ceil(SLOW_MODE_RELAXATIONS / flat_step))
 
 
 def _budget(data, nbeta, localization, num_chains, min_batch_size, max_batch_size, max_steps) -> tuple[_Budget, int]:
@@ -392,10 +396,10 @@ def _batch_for(geometry: _Geometry, step_size: float, budget: _Budget) -> int | 
 def _split_steps(probe: LLCResult, num_chains: int, target_stderr: float, choice: _Choice,
                  budget: _Budget) -> tuple[int, int]:
     """(burn-in, draws) per chain: draws for the target (`_size_draws`), burn-in at least the relaxations and
-    as long as the draws up to SLOW_MODE_RELAXATIONS; within max_steps the burn-in is cut to half of it (not
+    the slow-mode length (`_slow_mode_burnin`); within max_steps the burn-in is cut to half of it (not
     below the relaxations) and the draws take the rest."""
     draws = _size_draws(probe, num_chains, target_stderr, budget.max_steps)
-    burnin = max(choice.num_burnin, min(draws, int(SLOW_MODE_RELAXATIONS / BURNIN_RELAXATIONS * choice.num_burnin)))
+    burnin = max(choice.num_burnin, _slow_mode_burnin(choice.step_size * budget.gamma, draws))
     if burnin + draws > budget.max_steps:
         burnin = min(max(choice.num_burnin, budget.max_steps // 2), budget.max_steps - MIN_DRAWS)
         draws = budget.max_steps - burnin

@@ -504,12 +504,24 @@ def settled_run(chains, init_loss: float, num_burnin: int, num_draws: int, min_b
         return chains(num_burnin + num_draws, initial_weights, 0), num_burnin
     run = chains(min_burnin, initial_weights, 0)
     segment = 1
-    while (run.loss_trace.shape[1] < num_burnin and not bool((run.diverged_at >= 0).any())
-           and diag.still_rising(run.loss_trace.numpy() - init_loss, SETTLED_TOLERANCE)):
-        steps = run.loss_trace.shape[1]
-        run, segment = run.then(chains(min(steps, num_burnin - steps), run.final_weights, segment)), segment + 1
+    while not bool((run.diverged_at >= 0).any()):
+        longer = longer_burnin(run.loss_trace.numpy() - init_loss, num_burnin)
+        if longer is None:
+            break
+        run = run.then(chains(longer - run.loss_trace.shape[1], run.final_weights, segment))
+        segment += 1
     burnin = run.loss_trace.shape[1]
     return run.then(chains(num_draws, run.final_weights, segment)), burnin
+
+
+def longer_burnin(trace: np.ndarray, num_burnin: int) -> int | None:
+    """The settled burn-in's next length, given the (chains, steps) trace L − L_n(w*) of the burn-in so far:
+    twice as long, at most `num_burnin`, while the trace still rises (`diagnostics.still_rising` at
+    SETTLED_TOLERANCE); None once it has settled or reached `num_burnin`."""
+    steps = trace.shape[1]
+    if steps >= num_burnin or not diag.still_rising(trace, SETTLED_TOLERANCE):
+        return None
+    return min(2 * steps, num_burnin)
 
 
 @dataclass(frozen=True)
