@@ -504,10 +504,8 @@ def settled_run(chains, init_loss: float, num_burnin: int, num_draws: int, min_b
         return chains(num_burnin + num_draws, initial_weights, 0), num_burnin
     run = chains(min_burnin, initial_weights, 0)
     segment = 1
-    while not bool((run.diverged_at >= 0).any()):
-        longer = longer_burnin(run.loss_trace.numpy() - init_loss, num_burnin)
-        if longer is None:
-            break
+    while (not bool((run.diverged_at >= 0).any())
+           and (longer := longer_burnin(run.loss_trace.numpy() - init_loss, num_burnin)) is not None):
         run = run.then(chains(longer - run.loss_trace.shape[1], run.final_weights, segment))
         segment += 1
     burnin = run.loss_trace.shape[1]
