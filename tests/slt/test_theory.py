@@ -1,4 +1,3 @@
-
 import pytest
 
 from devinterp.slt.theory import learning_coefficient_dln, learning_coefficient_rrr
